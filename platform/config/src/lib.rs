@@ -1,0 +1,314 @@
+//! Twelve-factor configuration: one snapshot of the environment, read once.
+//!
+//! Binaries take [`Env::from_process`] at start-up and hand it to each
+//! crate's `Config::from_env`; nothing else reads environment variables.
+//! Tests build an [`Env`] from pairs instead of mutating the process
+//! environment. Every accessor names the variable in its error, so a bad
+//! deployment fails at start with a message that says what to fix.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration value that is missing or cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("{key} is required but not set")]
+    Missing {
+        /// The variable's name.
+        key: String,
+    },
+    /// A variable is set to something unusable.
+    #[error("{key}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it and what is expected.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] for `key`.
+    pub fn invalid(key: &str, value: &str, reason: impl Display) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A snapshot of environment variables. Empty values count as unset.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// Snapshots the process environment (variables that are not valid
+    /// UTF-8 are left out; none of ours can be).
+    pub fn from_process() -> Self {
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// An environment made of the given pairs (for tests and tools).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(_, v)| !v.trim().is_empty())
+                .collect(),
+        }
+    }
+
+    /// Returns a copy with `key` set to `value` (tools layer flags over env).
+    #[must_use]
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let value = value.into();
+        let key = key.into();
+        if value.trim().is_empty() {
+            self.vars.remove(&key);
+        } else {
+            self.vars.insert(key, value);
+        }
+        self
+    }
+
+    /// The raw value of `key`, trimmed, if set and non-empty.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(|v| v.trim())
+    }
+
+    /// The value of `key`, or `default`.
+    pub fn string(&self, key: &str, default: &str) -> String {
+        self.get(key).unwrap_or(default).to_owned()
+    }
+
+    /// The value of `key`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when unset.
+    pub fn required(&self, key: &str) -> Result<&str, ConfigError> {
+        self.get(key).ok_or_else(|| ConfigError::Missing {
+            key: key.to_owned(),
+        })
+    }
+
+    /// Parses `key` with [`FromStr`], or returns `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when set but unparsable.
+    pub fn parse<T>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        Ok(self.parse_opt(key)?.unwrap_or(default))
+    }
+
+    /// Parses `key` with [`FromStr`] when set.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when set but unparsable.
+    pub fn parse_opt<T>(&self, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::invalid(key, v, e)),
+        }
+    }
+
+    /// A number within `range`, or `default`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when unparsable or out of range.
+    pub fn number_in<T>(
+        &self,
+        key: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+        T::Err: Display,
+    {
+        let v: T = self.parse(key, default)?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::invalid(
+                key,
+                &v.to_string(),
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    }
+
+    /// A human duration such as `250ms`, `2s` or `1m 30s`, or `default`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when unparsable.
+    pub fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                ConfigError::invalid(key, v, format!("{e} (expected e.g. 250ms, 2s, 1m)"))
+            }),
+        }
+    }
+
+    /// A duration within `min..=max`, or `default`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when unparsable or out of range.
+    pub fn duration_in(
+        &self,
+        key: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, default)?;
+        if d < min || d > max {
+            return Err(ConfigError::invalid(
+                key,
+                &humantime::format_duration(d).to_string(),
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A socket address such as `127.0.0.1:8080`, or `default`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when unparsable (including a bad default).
+    pub fn socket_addr(&self, key: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let v = self.get(key).unwrap_or(default);
+        v.parse().map_err(|e| {
+            ConfigError::invalid(
+                key,
+                v,
+                format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"),
+            )
+        })
+    }
+
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`), or `default`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for anything else.
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::invalid(key, v, "expected true or false")),
+        }
+    }
+
+    /// A comma-separated list with blanks removed (empty when unset).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn unset_and_empty_values_fall_back_to_defaults() {
+        let e = env(&[("EMPTY", "  ")]);
+        assert_eq!(e.parse("EMPTY", 7u32).unwrap(), 7);
+        assert_eq!(e.parse("NOPE", 8u32).unwrap(), 8);
+        assert!(e.required("EMPTY").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_value() {
+        let e = env(&[("GRPC_ADDR", "localhost"), ("N", "x"), ("T", "5 parsecs")]);
+        let msg = e
+            .socket_addr("GRPC_ADDR", "127.0.0.1:1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("GRPC_ADDR") && msg.contains("localhost"),
+            "{msg}"
+        );
+        assert!(
+            e.parse::<u32>("N", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("N=\"x\"")
+        );
+        assert!(e.duration("T", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn ranges_are_enforced() {
+        let e = env(&[("LIMIT", "0"), ("GRACE", "2h")]);
+        assert!(e.number_in("LIMIT", 5u32, 1..=100).is_err());
+        assert!(
+            e.duration_in(
+                "GRACE",
+                Duration::from_secs(1),
+                Duration::ZERO,
+                Duration::from_secs(60)
+            )
+            .is_err()
+        );
+        assert_eq!(env(&[]).number_in("LIMIT", 5u32, 1..=100).unwrap(), 5);
+    }
+
+    #[test]
+    fn durations_bools_and_lists_parse() {
+        let e = env(&[("D", "250ms"), ("B", "Yes"), ("L", " a, ,b ,c")]);
+        assert_eq!(
+            e.duration("D", Duration::ZERO).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(e.bool("B", false).unwrap());
+        assert_eq!(e.list("L"), vec!["a", "b", "c"]);
+        assert!(env(&[("B", "maybe")]).bool("B", true).is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! Prometheus metrics for every service, in the text exposition format.
+//!
+//! One [`Metrics`] per process, created with the service name and version as
+//! constant labels (so every series carries the version, which is what a
+//! canary comparison needs). Families are created once at start-up and
+//! handed to the layers that record into them; `/metrics` encodes the
+//! registry. Names follow `fleet_<name>_<unit>` with `_total` for counters;
+//! labels stay low-cardinality (operations and codes, never user ids).
+
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+
+pub use prometheus_client;
+
+/// Latency buckets in seconds: 250 µs to ~16 s, doubling.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 17)
+}
+
+/// Builds histograms with [`latency_buckets`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencyHistogram;
+
+impl MetricConstructor<Histogram> for LatencyHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(latency_buckets())
+    }
+}
+
+/// A family of latency histograms with the standard buckets.
+pub type LatencyFamily<L> = Family<L, Histogram, LatencyHistogram>;
+
+fn latency_family<L: Clone + std::hash::Hash + Eq>() -> LatencyFamily<L> {
+    Family::new_with_constructor(LatencyHistogram)
+}
+
+/// The process's metric registry (cheap to clone).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry whose every series carries `service` and `version`.
+    pub fn new(service: &str, version: &str) -> Self {
+        let registry = Registry::with_prefix_and_labels(
+            "fleet",
+            [
+                ("service".into(), service.to_owned().into()),
+                ("version".into(), version.to_owned().into()),
+            ]
+            .into_iter(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+        }
+    }
+
+    /// Registers a metric under `fleet_<name>`.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
+    /// Registers a collector (metrics computed at scrape time).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(collector);
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Creates and registers the gRPC server families.
+    pub fn grpc_server(&self) -> RpcMetrics {
+        RpcMetrics::register(self, "rpc_server", "served by this instance")
+    }
+
+    /// Creates and registers the gRPC client families (calls to dependencies).
+    pub fn grpc_client(&self) -> RpcMetrics {
+        RpcMetrics::register(self, "rpc_client", "made by this instance to a dependency")
+    }
+
+    /// Creates and registers the HTTP server families (the edge).
+    pub fn http_server(&self) -> HttpMetrics {
+        HttpMetrics::register(self)
+    }
+}
+
+/// Labels of one RPC series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The remote (client side) or this service (server side), e.g. `catalog`.
+    pub target: String,
+    /// The method, e.g. `GetTitle`.
+    pub operation: String,
+    /// The gRPC status code name, e.g. `OK`, `UNAVAILABLE`.
+    pub code: String,
+}
+
+/// Labels of one RPC latency series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcOpLabels {
+    /// As in [`RpcLabels::target`].
+    pub target: String,
+    /// As in [`RpcLabels::operation`].
+    pub operation: String,
+}
+
+/// Requests, errors and latency per RPC operation.
+#[derive(Clone, Debug)]
+pub struct RpcMetrics {
+    requests: Family<RpcLabels, Counter>,
+    errors: Family<RpcLabels, Counter>,
+    duration: LatencyFamily<RpcOpLabels>,
+    in_flight: Family<RpcOpLabels, Gauge>,
+}
+
+impl RpcMetrics {
+    fn register(metrics: &Metrics, prefix: &str, what: &str) -> Self {
+        let this = Self {
+            requests: Family::default(),
+            errors: Family::default(),
+            duration: latency_family(),
+            in_flight: Family::default(),
+        };
+        metrics.register(
+            &format!("{prefix}_requests"),
+            &format!("RPCs {what}, by operation and gRPC status code"),
+            this.requests.clone(),
+        );
+        metrics.register(
+            &format!("{prefix}_errors"),
+            &format!("RPCs {what} that ended in an error status, by operation and code"),
+            this.errors.clone(),
+        );
+        metrics.register(
+            &format!("{prefix}_request_duration_seconds"),
+            &format!("Latency of RPCs {what}, by operation"),
+            this.duration.clone(),
+        );
+        metrics.register(
+            &format!("{prefix}_in_flight_requests"),
+            &format!("RPCs {what} currently in progress"),
+            this.in_flight.clone(),
+        );
+        this
+    }
+
+    /// Records one finished call.
+    pub fn record(&self, target: &str, operation: &str, code: &str, elapsed: Duration) {
+        let labels = RpcLabels {
+            target: target.to_owned(),
+            operation: operation.to_owned(),
+            code: code.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        if code != "OK" {
+            self.errors.get_or_create(&labels).inc();
+        }
+        self.duration
+            .get_or_create(&RpcOpLabels {
+                target: labels.target,
+                operation: labels.operation,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a call as in flight until the returned guard drops.
+    pub fn start(&self, target: &str, operation: &str) -> InFlight {
+        let gauge = self
+            .in_flight
+            .get_or_create(&RpcOpLabels {
+                target: target.to_owned(),
+                operation: operation.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+/// Decrements an in-flight gauge on drop.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Labels of one HTTP series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route template, e.g. `/api/v1/titles/{id}` (never the raw path).
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels of one HTTP latency series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRouteLabels {
+    /// As in [`HttpLabels::route`].
+    pub route: String,
+    /// As in [`HttpLabels::method`].
+    pub method: String,
+}
+
+/// Requests, errors and latency per HTTP route.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    errors: Family<HttpLabels, Counter>,
+    duration: LatencyFamily<HttpRouteLabels>,
+    shed: Counter,
+}
+
+impl HttpMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            requests: Family::default(),
+            errors: Family::default(),
+            duration: latency_family(),
+            shed: Counter::default(),
+        };
+        metrics.register(
+            "http_server_requests",
+            "HTTP requests served, by route, method and status",
+            this.requests.clone(),
+        );
+        metrics.register(
+            "http_server_errors",
+            "HTTP requests answered with a 5xx status, by route, method and status",
+            this.errors.clone(),
+        );
+        metrics.register(
+            "http_server_request_duration_seconds",
+            "Latency of HTTP requests, by route and method",
+            this.duration.clone(),
+        );
+        metrics.register(
+            "http_server_shed",
+            "HTTP requests rejected with 503 by load shedding",
+            this.shed.clone(),
+        );
+        this
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = HttpLabels {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        if status >= 500 {
+            self.errors.get_or_create(&labels).inc();
+        }
+        self.duration
+            .get_or_create(&HttpRouteLabels {
+                route: labels.route,
+                method: labels.method,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one shed request.
+    pub fn shed(&self) {
+        self.shed.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_series_carry_service_version_operation_and_code() {
+        let m = Metrics::new("catalog", "1.3.0");
+        let rpc = m.grpc_server();
+        rpc.record("catalog", "GetTitle", "OK", Duration::from_millis(3));
+        rpc.record("catalog", "GetTitle", "NOT_FOUND", Duration::from_millis(1));
+        let text = m.encode();
+        assert!(text.contains(
+            "fleet_rpc_server_requests_total{service=\"catalog\",version=\"1.3.0\",target=\"catalog\",operation=\"GetTitle\",code=\"OK\"} 1"
+        ), "{text}");
+        assert!(text.contains("fleet_rpc_server_errors_total{service=\"catalog\",version=\"1.3.0\",target=\"catalog\",operation=\"GetTitle\",code=\"NOT_FOUND\"} 1"), "{text}");
+        assert!(!text.contains("fleet_rpc_server_errors_total{service=\"catalog\",version=\"1.3.0\",target=\"catalog\",operation=\"GetTitle\",code=\"OK\"}"));
+        assert!(text.contains("fleet_rpc_server_request_duration_seconds_count{service=\"catalog\",version=\"1.3.0\",target=\"catalog\",operation=\"GetTitle\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn in_flight_guard_decrements() {
+        let m = Metrics::new("dal", "1.0.0");
+        let rpc = m.grpc_server();
+        let g = rpc.start("dal", "GetTitle");
+        assert!(m.encode().contains("operation=\"GetTitle\"} 1"));
+        drop(g);
+        assert!(m.encode().contains("operation=\"GetTitle\"} 0"));
+    }
+
+    #[test]
+    fn http_5xx_counts_as_error() {
+        let m = Metrics::new("edge", "1.0.0");
+        let http = m.http_server();
+        http.record("/api/v1/titles/{id}", "GET", 503, Duration::from_millis(2));
+        http.record("/api/v1/titles/{id}", "GET", 404, Duration::from_millis(2));
+        let text = m.encode();
+        assert!(text.contains("fleet_http_server_errors_total{service=\"edge\",version=\"1.0.0\",route=\"/api/v1/titles/{id}\",method=\"GET\",status=\"503\"} 1"), "{text}");
+        assert!(!text.contains("status=\"404\"} 1\nfleet_http_server_errors"));
+    }
+}

@@ -1,0 +1,372 @@
+//! [`Dependency`]: the instances of one remote service and the call path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::uri::PathAndQuery;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+
+use fleet_context::{RequestContext, format_grpc_timeout, headers};
+use fleet_metrics::RpcMetrics;
+
+use crate::config::DependencyConfig;
+use crate::error::{RpcError, Unavailable};
+use crate::instance::{Instance, InstanceId, InstanceSource};
+
+/// A gRPC method of a dependency.
+#[derive(Debug)]
+pub struct Operation {
+    /// Full path, e.g. `/catalog.v1.Catalog/GetTitle`.
+    pub path: &'static str,
+    /// Method name for metrics, e.g. `GetTitle`.
+    pub name: &'static str,
+    /// Safe to send twice (reads, and writes keyed by a caller timestamp).
+    pub idempotent: bool,
+}
+
+impl Operation {
+    /// Describes a method.
+    pub const fn new(path: &'static str, name: &'static str, idempotent: bool) -> Self {
+        Self {
+            path,
+            name,
+            idempotent,
+        }
+    }
+}
+
+/// Per-call settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallOptions {
+    /// A deadline for this call, on top of (never beyond) the caller's own.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// A call bounded by `timeout`.
+    pub fn timeout(timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+        }
+    }
+}
+
+/// The instances of one remote service and how to call them (cheap clone).
+#[derive(Clone)]
+pub struct Dependency {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DependencyConfig,
+    instances: watch::Receiver<Vec<Instance>>,
+    channels: Mutex<HashMap<InstanceId, (std::net::SocketAddr, Channel)>>,
+    next: AtomicUsize,
+    metrics: RpcMetrics,
+}
+
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependency")
+            .field("name", &self.inner.config.name)
+            .field("instances", &*self.inner.instances.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dependency {
+    /// A dependency whose instances come from `source`, recording client
+    /// metrics into `metrics`. Connections are made lazily, on first use.
+    pub fn new(config: DependencyConfig, source: InstanceSource, metrics: RpcMetrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                instances: source.into_receiver(),
+                channels: Mutex::new(HashMap::new()),
+                next: AtomicUsize::new(0),
+                metrics,
+            }),
+        }
+    }
+
+    /// The settings this dependency was built with.
+    pub fn config(&self) -> &DependencyConfig {
+        &self.inner.config
+    }
+
+    /// The instances currently eligible (right interface major).
+    pub fn instances(&self) -> Vec<Instance> {
+        let major = self.inner.config.interface_major;
+        self.inner
+            .instances
+            .borrow()
+            .iter()
+            .filter(|i| i.version.major == major)
+            .cloned()
+            .collect()
+    }
+
+    /// Calls a unary method.
+    ///
+    /// The deadline is the earlier of `opts.timeout` (or the configured
+    /// request timeout) and the ambient request's deadline minus the hop
+    /// margin; it is sent downstream as `grpc-timeout` and enforced here.
+    ///
+    /// # Errors
+    /// [`RpcError`]; `DeadlineExceeded` at once, without a call, when the
+    /// caller's budget is already spent.
+    pub async fn unary<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let cfg = &self.inner.config;
+        let started = Instant::now();
+        let _in_flight = self.inner.metrics.start(cfg.name, op.name);
+        let result = self.unary_inner(op, message, opts, started).await;
+        let code = match &result {
+            Ok(_) => "OK",
+            Err(e) => e.code_name(),
+        };
+        self.inner
+            .metrics
+            .record(cfg.name, op.name, code, started.elapsed());
+        if let Err(error) = &result {
+            tracing::debug!(dependency = cfg.name, operation = op.name, %error, "call failed");
+        }
+        result
+    }
+
+    async fn unary_inner<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+        now: Instant,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let cfg = &self.inner.config;
+        let cx = RequestContext::current();
+        let deadline = effective_deadline(cfg, cx.as_ref(), opts, now);
+        if deadline <= now {
+            return Err(RpcError::DeadlineExceeded {
+                dependency: cfg.name,
+            });
+        }
+        let (instance, channel) = self.pick()?;
+
+        let mut h = HeaderMap::new();
+        if let Some(cx) = &cx {
+            cx.write_headers(&mut h, Some(cfg.caller));
+        } else {
+            RequestContext::new().write_headers(&mut h, Some(cfg.caller));
+        }
+        fleet_telemetry::inject(&mut h);
+        h.insert(headers::GRPC_TIMEOUT, format_grpc_timeout(deadline - now));
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = MetadataMap::from_headers(h);
+
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let call = async move {
+            grpc.ready().await.map_err(|e| RpcError::Unavailable {
+                dependency: cfg.name,
+                reason: Unavailable::Transport,
+                message: format!("{}: {e}", instance.id),
+                retry_after: None,
+            })?;
+            grpc.unary(
+                request,
+                PathAndQuery::from_static(op.path),
+                tonic_prost::ProstCodec::<Req, Resp>::default(),
+            )
+            .await
+            .map_err(|status| RpcError::from_status(cfg.name, &status))
+        };
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => Err(RpcError::DeadlineExceeded {
+                dependency: cfg.name,
+            }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(response)) => {
+                if let (Some(cx), Some(who)) = (
+                    &cx,
+                    response
+                        .metadata()
+                        .get(headers::SERVED_BY)
+                        .and_then(|v| v.to_str().ok()),
+                ) {
+                    cx.record_served_by(who);
+                }
+                Ok(response.into_inner())
+            }
+        }
+    }
+
+    /// Asks one instance's `grpc.health.v1` whether it is serving.
+    ///
+    /// # Errors
+    /// [`RpcError`] when no instance answers SERVING within a second.
+    pub async fn probe(&self) -> Result<(), RpcError> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let name = self.inner.config.name;
+        let (_, channel) = self.pick()?;
+        let mut client = HealthClient::new(channel);
+        let check = client.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        match tokio::time::timeout(Duration::from_secs(1), check).await {
+            Err(_) => Err(RpcError::DeadlineExceeded { dependency: name }),
+            Ok(Err(status)) => Err(RpcError::from_status(name, &status)),
+            Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(Ok(_)) => Err(RpcError::Unavailable {
+                dependency: name,
+                reason: Unavailable::Server,
+                message: "instance reports NOT_SERVING".into(),
+                retry_after: None,
+            }),
+        }
+    }
+
+    fn pick(&self) -> Result<(Instance, Channel), RpcError> {
+        let cfg = &self.inner.config;
+        let eligible = self.instances();
+        if eligible.is_empty() {
+            return Err(RpcError::Unavailable {
+                dependency: cfg.name,
+                reason: Unavailable::NoInstances,
+                message: format!("no {} instance speaks v{}", cfg.name, cfg.interface_major),
+                retry_after: None,
+            });
+        }
+        let n = self.inner.next.fetch_add(1, Ordering::Relaxed) % eligible.len();
+        let instance = eligible
+            .into_iter()
+            .nth(n)
+            .ok_or_else(|| RpcError::Internal {
+                dependency: cfg.name,
+                message: "instance index out of range".into(),
+            })?;
+        let channel = self.channel_for(&instance)?;
+        Ok((instance, channel))
+    }
+
+    fn channel_for(&self, instance: &Instance) -> Result<Channel, RpcError> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((addr, ch)) = channels.get(&instance.id)
+            && *addr == instance.addr
+        {
+            return Ok(ch.clone());
+        }
+        let cfg = &self.inner.config;
+        let endpoint = Endpoint::from_shared(format!("http://{}", instance.addr))
+            .map_err(|e| RpcError::Internal {
+                dependency: cfg.name,
+                message: format!("bad endpoint {}: {e}", instance.addr),
+            })?
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        channels.insert(instance.id.clone(), (instance.addr, ch.clone()));
+        Ok(ch)
+    }
+}
+
+/// The earlier of this call's own timeout and the caller's remaining budget
+/// minus the hop margin.
+fn effective_deadline(
+    cfg: &DependencyConfig,
+    cx: Option<&RequestContext>,
+    opts: CallOptions,
+    now: Instant,
+) -> Instant {
+    let own = now + opts.timeout.unwrap_or(cfg.request_timeout);
+    match cx.and_then(RequestContext::deadline) {
+        Some(d) => own.min(d.checked_sub(cfg.hop_margin).unwrap_or(now)),
+        None => own,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_remaining_budget_minus_the_margin_wins() {
+        let cfg = DependencyConfig::new("dal", "catalog", 1);
+        let now = Instant::now();
+        let cx = RequestContext::new().with_deadline(now + Duration::from_millis(100));
+        let d = effective_deadline(&cfg, Some(&cx), CallOptions::default(), now);
+        assert_eq!(d, now + Duration::from_millis(95));
+        let d = effective_deadline(
+            &cfg,
+            Some(&cx),
+            CallOptions::timeout(Duration::from_millis(20)),
+            now,
+        );
+        assert_eq!(d, now + Duration::from_millis(20));
+        let d = effective_deadline(&cfg, None, CallOptions::default(), now);
+        assert_eq!(d, now + Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_fails_without_calling() {
+        let metrics = fleet_metrics::Metrics::new("t", "1.0.0");
+        let dep = Dependency::new(
+            DependencyConfig::new("dal", "catalog", 1),
+            InstanceSource::Static(vec![]),
+            metrics.grpc_client(),
+        );
+        static OP: Operation = Operation::new("/dal.v1.DataAccess/GetTitle", "GetTitle", true);
+        let cx = RequestContext::new().with_deadline(Instant::now() + Duration::from_millis(3));
+        let r: Result<(), _> = cx
+            .scope(async { dep.unary::<(), ()>(&OP, (), CallOptions::default()).await })
+            .await;
+        assert_eq!(r, Err(RpcError::DeadlineExceeded { dependency: "dal" }));
+    }
+
+    #[tokio::test]
+    async fn no_eligible_instance_is_unavailable() {
+        let metrics = fleet_metrics::Metrics::new("t", "1.0.0");
+        let v2 =
+            crate::parse_instances("127.0.0.1:9@2.0.0", &semver::Version::new(2, 0, 0)).unwrap();
+        let dep = Dependency::new(
+            DependencyConfig::new("catalog", "edge", 1),
+            InstanceSource::Static(v2),
+            metrics.grpc_client(),
+        );
+        assert!(
+            dep.instances().is_empty(),
+            "a v1 client never sees a 2.x instance"
+        );
+        static OP: Operation = Operation::new("/catalog.v1.Catalog/GetTitle", "GetTitle", true);
+        let r: Result<(), _> = dep.unary::<(), ()>(&OP, (), CallOptions::default()).await;
+        assert!(matches!(
+            r,
+            Err(RpcError::Unavailable {
+                reason: Unavailable::NoInstances,
+                ..
+            })
+        ));
+    }
+}

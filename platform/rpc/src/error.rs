@@ -1,0 +1,202 @@
+//! [`RpcError`]: the one error every driver client returns.
+
+use std::time::Duration;
+
+/// Why a dependency could not serve a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No eligible instance is known.
+    NoInstances,
+    /// The connection failed (refused, reset, connect timeout).
+    Transport,
+    /// The instance answered UNAVAILABLE (overloaded, draining, store down).
+    Server,
+    /// The circuit breaker toward this operation is open.
+    CircuitOpen,
+    /// The bulkhead toward this dependency is full.
+    BulkheadFull,
+}
+
+/// The error of a call through a driver client. Variants say what the
+/// caller can do about it; transport details stay in the logs.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RpcError {
+    /// The thing asked for does not exist.
+    #[error("{dependency}: not found: {message}")]
+    NotFound {
+        /// The remote service.
+        dependency: &'static str,
+        /// The server's message.
+        message: String,
+    },
+    /// The request was rejected as invalid by the callee.
+    #[error("{dependency}: invalid argument: {message}")]
+    InvalidArgument {
+        /// The remote service.
+        dependency: &'static str,
+        /// The server's message.
+        message: String,
+    },
+    /// The request conflicts with the stored state.
+    #[error("{dependency}: conflict: {message}")]
+    Conflict {
+        /// The remote service.
+        dependency: &'static str,
+        /// The server's message.
+        message: String,
+    },
+    /// The deadline passed (here or downstream).
+    #[error("{dependency}: deadline exceeded")]
+    DeadlineExceeded {
+        /// The remote service.
+        dependency: &'static str,
+    },
+    /// The dependency cannot serve now; trying later may work.
+    #[error("{dependency}: unavailable ({reason:?}): {message}")]
+    Unavailable {
+        /// The remote service.
+        dependency: &'static str,
+        /// Why.
+        reason: Unavailable,
+        /// Details for logs.
+        message: String,
+        /// When a retry could succeed (e.g. the breaker's sleep window).
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: a bug or a broken invariant on either side.
+    #[error("{dependency}: internal error: {message}")]
+    Internal {
+        /// The remote service.
+        dependency: &'static str,
+        /// Details for logs.
+        message: String,
+    },
+}
+
+impl RpcError {
+    /// Maps a gRPC status from `dependency`.
+    pub fn from_status(dependency: &'static str, status: &tonic::Status) -> Self {
+        use tonic::Code;
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::NotFound => Self::NotFound {
+                dependency,
+                message,
+            },
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument {
+                dependency,
+                message,
+            },
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => Self::Conflict {
+                dependency,
+                message,
+            },
+            Code::DeadlineExceeded => Self::DeadlineExceeded { dependency },
+            // A CANCELLED answer means the server's own copy of our deadline
+            // fired (tonic answers that way); to the caller it is a timeout.
+            Code::Cancelled => Self::DeadlineExceeded { dependency },
+            Code::Unavailable | Code::ResourceExhausted => Self::Unavailable {
+                dependency,
+                reason: if status.metadata().get("grpc-status").is_none() && is_transport(status) {
+                    Unavailable::Transport
+                } else {
+                    Unavailable::Server
+                },
+                message,
+                retry_after: None,
+            },
+            _ => Self::Internal {
+                dependency,
+                message,
+            },
+        }
+    }
+
+    /// The remote service this error came from.
+    pub fn dependency(&self) -> &'static str {
+        match self {
+            Self::NotFound { dependency, .. }
+            | Self::InvalidArgument { dependency, .. }
+            | Self::Conflict { dependency, .. }
+            | Self::DeadlineExceeded { dependency }
+            | Self::Unavailable { dependency, .. }
+            | Self::Internal { dependency, .. } => dependency,
+        }
+    }
+
+    /// The canonical gRPC code name, for metrics and logs.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::Conflict { .. } => "FAILED_PRECONDITION",
+            Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Self::Unavailable { .. } => "UNAVAILABLE",
+            Self::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// The gRPC status a server should answer with when this error from a
+    /// dependency ends its own handler (caller-fault errors pass through;
+    /// dependency failures become UNAVAILABLE / DEADLINE_EXCEEDED).
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            Self::NotFound { message, .. } => tonic::Status::not_found(message.clone()),
+            Self::InvalidArgument { message, .. } => {
+                tonic::Status::invalid_argument(message.clone())
+            }
+            Self::Conflict { message, .. } => tonic::Status::failed_precondition(message.clone()),
+            Self::DeadlineExceeded { dependency } => {
+                tonic::Status::deadline_exceeded(format!("{dependency} did not answer in time"))
+            }
+            Self::Unavailable { dependency, .. } => {
+                tonic::Status::unavailable(format!("{dependency} is unavailable"))
+            }
+            Self::Internal { dependency, .. } => {
+                tonic::Status::internal(format!("{dependency} failed"))
+            }
+        }
+    }
+
+    /// When retrying could succeed, if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// tonic reports connection failures as UNAVAILABLE statuses it made up
+/// locally; they carry a transport error as their source.
+fn is_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_what_the_caller_can_act_on() {
+        let e = RpcError::from_status("dal", &tonic::Status::not_found("no title t1"));
+        assert!(matches!(e, RpcError::NotFound { .. }));
+        assert_eq!(e.code_name(), "NOT_FOUND");
+        let e = RpcError::from_status("dal", &tonic::Status::cancelled("timeout"));
+        assert_eq!(e, RpcError::DeadlineExceeded { dependency: "dal" });
+        let e = RpcError::from_status("dal", &tonic::Status::unavailable("store down"));
+        assert!(matches!(
+            e,
+            RpcError::Unavailable {
+                reason: Unavailable::Server,
+                ..
+            }
+        ));
+        let e = RpcError::from_status("dal", &tonic::Status::internal("boom"));
+        assert_eq!(e.to_status().code(), tonic::Code::Internal);
+        assert!(
+            !e.to_status().message().contains("boom"),
+            "details stay inside"
+        );
+    }
+}

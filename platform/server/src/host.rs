@@ -1,0 +1,350 @@
+//! [`ServiceHost`]: binds the listeners and runs a service until shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use fleet_metrics::Metrics;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Identity, ServerConfig};
+use crate::grpc_context::GrpcContextLayer;
+use crate::readiness::Readiness;
+
+/// Failure to start or run a service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("failed to bind {what} listener on {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed")]
+    Http(#[source] std::io::Error),
+    /// The reflection service could not be built.
+    #[error("failed to build gRPC reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
+}
+
+/// One running instance: its listeners, admin port, readiness and shutdown.
+pub struct ServiceHost {
+    config: ServerConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    main: TcpListener,
+    admin: TcpListener,
+    main_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    admin_routes: Router,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ServiceHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceHost")
+            .field("identity", &self.config.identity)
+            .field("main_addr", &self.main_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceHost {
+    /// Binds the main and admin listeners (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when an address is taken or not local.
+    pub async fn bind(config: ServerConfig, metrics: Metrics) -> Result<Self, ServerError> {
+        let main = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "main",
+                addr: config.addr,
+                source,
+            })?;
+        let admin = TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "admin",
+                addr: config.admin_addr,
+                source,
+            })?;
+        let main_addr = main.local_addr().map_err(|source| ServerError::Bind {
+            what: "main",
+            addr: config.addr,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| ServerError::Bind {
+            what: "admin",
+            addr: config.admin_addr,
+            source,
+        })?;
+        Ok(Self {
+            config,
+            metrics,
+            readiness: Readiness::new(),
+            main,
+            admin,
+            main_addr,
+            admin_addr,
+            admin_routes: Router::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The bound main address.
+    pub fn main_addr(&self) -> SocketAddr {
+        self.main_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// This instance's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.config.identity
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The readiness checks; add the service's dependencies here.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Adds routes to the admin port (e.g. `/admin/routes`). Wrap routes
+    /// that change state with [`admin::require_token`].
+    pub fn merge_admin(&mut self, router: Router) {
+        let routes = std::mem::take(&mut self.admin_routes);
+        self.admin_routes = routes.merge(router);
+    }
+
+    /// Cancelling this token starts the shutdown sequence.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves gRPC `routes` (plus health and reflection) until shutdown.
+    /// `service_names` are the fully qualified gRPC services in `routes`,
+    /// whose health status follows readiness.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the server fails (not on a normal shutdown).
+    pub async fn run_grpc(
+        self,
+        routes: Routes,
+        service_names: &[&'static str],
+    ) -> Result<(), ServerError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fleet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(ServerError::Reflection)?;
+        let routes = routes.add_service(health_service).add_service(reflection);
+
+        // gRPC health follows readiness: "" is the whole server.
+        let mut ready_rx = self.readiness.subscribe();
+        let names: Vec<&'static str> = std::iter::once("")
+            .chain(service_names.iter().copied())
+            .collect();
+        let stop_health = self.shutdown.child_token();
+        tokio::spawn(async move {
+            loop {
+                let status = if ready_rx.borrow_and_update().ready {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for name in &names {
+                    reporter.set_service_status(*name, status).await;
+                }
+                tokio::select! {
+                    changed = ready_rx.changed() => if changed.is_err() { return },
+                    () = stop_health.cancelled() => {
+                        for name in &names {
+                            reporter.set_service_status(*name, ServingStatus::NotServing).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+
+        let layer = GrpcContextLayer::new(
+            self.config.identity.service,
+            self.metrics.grpc_server(),
+            &self.config.identity.served_by(),
+        );
+        let incoming = TcpListenerStream::new(self.main);
+        let drain = drain_signal(
+            self.shutdown.clone(),
+            self.readiness.clone(),
+            self.config.drain_delay,
+        );
+        let server = tonic::transport::Server::builder()
+            .layer(layer)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, drain);
+        let parts = Parts {
+            config: self.config,
+            metrics: self.metrics,
+            readiness: self.readiness,
+            admin: self.admin,
+            main_addr: self.main_addr,
+            admin_addr: self.admin_addr,
+            admin_routes: self.admin_routes,
+            shutdown: self.shutdown,
+        };
+        parts
+            .run(async move { server.await.map_err(ServerError::Grpc) })
+            .await
+    }
+
+    /// Serves an HTTP `router` (the edge) until shutdown.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the server fails (not on a normal shutdown).
+    pub async fn run_http(self, router: Router) -> Result<(), ServerError> {
+        let drain = drain_signal(
+            self.shutdown.clone(),
+            self.readiness.clone(),
+            self.config.drain_delay,
+        );
+        let listener = self.main;
+        let server = async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(drain)
+                .await
+                .map_err(ServerError::Http)
+        };
+        let parts = Parts {
+            config: self.config,
+            metrics: self.metrics,
+            readiness: self.readiness,
+            admin: self.admin,
+            main_addr: self.main_addr,
+            admin_addr: self.admin_addr,
+            admin_routes: self.admin_routes,
+            shutdown: self.shutdown,
+        };
+        parts.run(server).await
+    }
+}
+
+/// What is left of a host once the main server future is built.
+struct Parts {
+    config: ServerConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    admin: TcpListener,
+    main_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    admin_routes: Router,
+    shutdown: CancellationToken,
+}
+
+impl Parts {
+    async fn run(
+        self,
+        server: impl Future<Output = Result<(), ServerError>> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let id = &self.config.identity;
+        // The machine-readable start line: tools and tests read the bound
+        // addresses from it (`message == "listening"`).
+        tracing::info!(
+            service = id.service,
+            version = %id.version,
+            instance_id = %id.instance_id,
+            zone = %id.zone,
+            addr = %self.main_addr,
+            admin_addr = %self.admin_addr,
+            "listening"
+        );
+        let stop_admin = CancellationToken::new();
+        let state = AdminState::new(
+            id.clone(),
+            self.metrics.clone(),
+            self.readiness.clone(),
+            self.main_addr.to_string(),
+            self.admin_addr.to_string(),
+        );
+        let admin_router = admin::router(state).merge(self.admin_routes);
+        let admin_stop = stop_admin.clone();
+        let admin = tokio::spawn(async move {
+            axum::serve(self.admin, admin_router)
+                .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+                .await
+        });
+        tokio::spawn(
+            self.readiness
+                .clone()
+                .run(self.config.readiness_interval, self.shutdown.child_token()),
+        );
+
+        let mut server = tokio::spawn(server);
+        let outcome = tokio::select! {
+            r = &mut server => flatten(r),
+            () = self.shutdown.cancelled() => {
+                let grace = self.config.drain_delay + self.config.shutdown_grace;
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(r) => {
+                        tracing::info!("drained");
+                        flatten(r)
+                    }
+                    Err(_) => {
+                        tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over with requests in flight; stopping anyway");
+                        server.abort();
+                        Ok(())
+                    }
+                }
+            }
+        };
+        stop_admin.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
+        tracing::info!("stopped");
+        outcome
+    }
+}
+
+fn flatten(r: Result<Result<(), ServerError>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match r {
+        Ok(inner) => inner,
+        Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+    }
+}
+
+/// Resolves when the listener should close: after shutdown is requested,
+/// readiness reports draining, and the drain delay has passed.
+async fn drain_signal(shutdown: CancellationToken, readiness: Readiness, delay: Duration) {
+    shutdown.cancelled().await;
+    readiness.set_draining();
+    tracing::info!(drain_delay_ms = delay.as_millis() as u64, "draining");
+    tokio::time::sleep(delay).await;
+}

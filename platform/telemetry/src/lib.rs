@@ -1,0 +1,225 @@
+//! Telemetry for every binary: JSON log lines on stdout, W3C trace context
+//! across hops, and OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set.
+//!
+//! Spans always get OpenTelemetry ids (a tracer provider is installed even
+//! without an exporter) so `traceparent` propagates end to end whether or not
+//! a collector listens. [`extract`] and [`inject`] move the context in and out
+//! of HTTP headers and gRPC metadata (both are `http::HeaderMap`s on the wire).
+
+#![forbid(unsafe_code)]
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use fleet_config::{ConfigError, Env};
+
+/// Telemetry settings, from the OpenTelemetry and `RUST_LOG` conventions.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// `OTEL_SERVICE_NAME`; defaults to the binary's service name.
+    pub service_name: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (gRPC, e.g. `http://collector:4317`);
+    /// traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// `RUST_LOG` filter directives; default `info`.
+    pub log_filter: String,
+}
+
+impl TelemetryConfig {
+    /// Reads the settings; `default_service` names the service when
+    /// `OTEL_SERVICE_NAME` is unset.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `RUST_LOG` is not a valid filter or the OTLP
+    /// endpoint is not an http(s) URL.
+    pub fn from_env(env: &Env, default_service: &str) -> Result<Self, ConfigError> {
+        let log_filter = env.string("RUST_LOG", "info");
+        EnvFilter::try_new(&log_filter)
+            .map_err(|e| ConfigError::invalid("RUST_LOG", &log_filter, e))?;
+        let otlp_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned);
+        if let Some(ep) = &otlp_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                ep,
+                "expected an http:// or https:// URL",
+            ));
+        }
+        Ok(Self {
+            service_name: env.string("OTEL_SERVICE_NAME", default_service),
+            otlp_endpoint,
+            log_filter,
+        })
+    }
+}
+
+/// Failure to install telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("failed to build the OTLP exporter")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// A global subscriber was already installed.
+    #[error("failed to install the tracing subscriber")]
+    Subscriber(#[source] tracing_subscriber::util::TryInitError),
+    /// The log filter is invalid.
+    #[error("invalid RUST_LOG filter")]
+    Filter(#[source] tracing_subscriber::filter::ParseError),
+}
+
+/// Keeps the tracer provider alive; flushes pending spans when dropped.
+#[must_use = "dropping the guard shuts tracing export down"]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        // Errors here mean the collector is gone; nothing more can be done.
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global subscriber: JSON lines on stdout filtered by
+/// `RUST_LOG`, plus OpenTelemetry spans (exported over OTLP/gRPC when an
+/// endpoint is configured). Must run inside the tokio runtime.
+///
+/// # Errors
+/// [`TelemetryError`] when the exporter cannot be built or a subscriber is
+/// already installed.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(TelemetryError::Exporter)?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("fleet");
+    let filter = EnvFilter::try_new(&config.log_filter).map_err(TelemetryError::Filter)?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_target(true)
+                .with_writer(std::io::stdout),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .map_err(TelemetryError::Subscriber)?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Makes `parent` (from incoming headers) the parent of `span`.
+pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    // Fails only when no OpenTelemetry layer is installed (e.g. unit tests).
+    let _ = span.set_parent(cx);
+}
+
+/// Writes the current span's trace context (`traceparent`, `tracestate`)
+/// into outgoing headers.
+pub fn inject(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// The current span's W3C `traceparent`, if it has a valid trace context.
+pub fn current_traceparent() -> Option<String> {
+    let mut h = HeaderMap::new();
+    inject(&mut h);
+    h.get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_bad_filter_and_endpoint() {
+        let e = Env::from_pairs([("RUST_LOG", "info,[[[")]);
+        assert!(TelemetryConfig::from_env(&e, "x").is_err());
+        let e = Env::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
+        assert!(TelemetryConfig::from_env(&e, "x").is_err());
+        let c = TelemetryConfig::from_env(&Env::default(), "catalog").unwrap();
+        assert_eq!(c.service_name, "catalog");
+        assert_eq!(c.log_filter, "info");
+        assert!(c.otlp_endpoint.is_none());
+    }
+
+    #[test]
+    fn traceparent_round_trips_through_headers() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            let span = tracing::info_span!("server");
+            set_parent_from(&span, &incoming);
+            let _g = span.enter();
+            let mut out = HeaderMap::new();
+            inject(&mut out);
+            let tp = out.get("traceparent").unwrap().to_str().unwrap();
+            assert!(
+                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{tp}"
+            );
+            assert!(
+                !tp.contains("00f067aa0ba902b7"),
+                "a child span gets its own id: {tp}"
+            );
+        });
+    }
+}

@@ -1,0 +1,3 @@
+//! The catalog service: titles, genres and browse pages.
+
+#![forbid(unsafe_code)]

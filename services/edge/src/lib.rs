@@ -1,0 +1,3 @@
+//! The edge: the only public door, JSON over HTTP.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! The ratings service: star ratings and viewing progress.
+
+#![forbid(unsafe_code)]
