@@ -9,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +47,16 @@ fn latency_family<L: Clone + std::hash::Hash + Eq>() -> LatencyFamily<L> {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    client: Arc<OnceLock<RpcMetrics>>,
+    sources: Arc<Mutex<Vec<Arc<dyn SnapshotSource>>>>,
+}
+
+/// Something that reports one-second snapshots for `/admin/stream` (a
+/// dependency's per-operation resilience stats). Type-erased so this crate
+/// needs to know nothing about what is measured.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// The current snapshot, one JSON object per operation.
+    fn snapshot(&self) -> Vec<serde_json::Value>;
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,7 +78,27 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            client: Arc::new(OnceLock::new()),
+            sources: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Adds a source to the `/admin/stream` feed.
+    pub fn add_snapshot_source(&self, source: Arc<dyn SnapshotSource>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(source);
+    }
+
+    /// Every source's current snapshot, concatenated.
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        sources.iter().flat_map(|s| s.snapshot()).collect()
     }
 
     /// Registers a metric under `fleet_<name>`.
@@ -102,8 +132,16 @@ impl Metrics {
     }
 
     /// Creates and registers the gRPC client families (calls to dependencies).
+    /// Registered once per registry; later calls share the families.
     pub fn grpc_client(&self) -> RpcMetrics {
-        RpcMetrics::register(self, "rpc_client", "made by this instance to a dependency")
+        self.client
+            .get_or_init(|| {
+                let mut m =
+                    RpcMetrics::register(self, "rpc_client", "made by this instance to a dependency");
+                m.client = Some(ClientMetrics::register(self));
+                m
+            })
+            .clone()
     }
 
     /// Creates and registers the HTTP server families (the edge).
@@ -139,6 +177,54 @@ pub struct RpcMetrics {
     errors: Family<RpcLabels, Counter>,
     duration: LatencyFamily<RpcOpLabels>,
     in_flight: Family<RpcOpLabels, Gauge>,
+    client: Option<ClientMetrics>,
+}
+
+/// Labels of a refused or retried client call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// The dependency.
+    pub target: String,
+    /// The method.
+    pub operation: String,
+    /// `circuit_open`, `bulkhead_full`, `no_instances`, or `retry`.
+    pub reason: String,
+}
+
+/// Client-only families: circuit state, refusals, retries, the snapshot feed.
+#[derive(Clone, Debug)]
+struct ClientMetrics {
+    circuit: Family<RpcOpLabels, Gauge>,
+    refused: Family<RefusedLabels, Counter>,
+    retries: Family<RpcOpLabels, Counter>,
+    sources: Metrics,
+}
+
+impl ClientMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            circuit: Family::default(),
+            refused: Family::default(),
+            retries: Family::default(),
+            sources: metrics.clone(),
+        };
+        metrics.register(
+            "circuit_state",
+            "Circuit breaker state per dependency operation: 0 closed, 1 open, 2 half-open",
+            this.circuit.clone(),
+        );
+        metrics.register(
+            "rpc_client_refused",
+            "Calls refused before they were sent, by reason (circuit_open, bulkhead_full, no_instances)",
+            this.refused.clone(),
+        );
+        metrics.register(
+            "rpc_client_retries",
+            "Retries sent, by operation",
+            this.retries.clone(),
+        );
+        this
+    }
 }
 
 impl RpcMetrics {
@@ -148,6 +234,7 @@ impl RpcMetrics {
             errors: Family::default(),
             duration: latency_family(),
             in_flight: Family::default(),
+            client: None,
         };
         metrics.register(
             &format!("{prefix}_requests"),
@@ -189,6 +276,50 @@ impl RpcMetrics {
                 operation: labels.operation,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets a dependency operation's circuit state (client side only).
+    pub fn set_circuit_state(&self, target: &str, operation: &str, state: i64) {
+        if let Some(c) = &self.client {
+            c.circuit
+                .get_or_create(&RpcOpLabels {
+                    target: target.to_owned(),
+                    operation: operation.to_owned(),
+                })
+                .set(state);
+        }
+    }
+
+    /// Counts a call refused before it was sent (client side only).
+    pub fn refused(&self, target: &str, operation: &str, reason: &str) {
+        if let Some(c) = &self.client {
+            c.refused
+                .get_or_create(&RefusedLabels {
+                    target: target.to_owned(),
+                    operation: operation.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts a retry (client side only).
+    pub fn retried(&self, target: &str, operation: &str) {
+        if let Some(c) = &self.client {
+            c.retries
+                .get_or_create(&RpcOpLabels {
+                    target: target.to_owned(),
+                    operation: operation.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Adds a source to the process's `/admin/stream` feed (client side only).
+    pub fn add_snapshot_source(&self, source: Arc<dyn SnapshotSource>) {
+        if let Some(c) = &self.client {
+            c.sources.add_snapshot_source(source);
+        }
     }
 
     /// Counts a call as in flight until the returned guard drops.

@@ -1,8 +1,7 @@
 //! [`Dependency`]: the instances of one remote service and the call path.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -13,7 +12,13 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use fleet_context::{RequestContext, format_grpc_timeout, headers};
-use fleet_metrics::RpcMetrics;
+use fleet_metrics::{RpcMetrics, SnapshotSource};
+use fleet_resilience::balance::Balancer;
+use fleet_resilience::breaker::CircuitBreaker;
+use fleet_resilience::bulkhead::Bulkhead;
+use fleet_resilience::retry::RetryBudget;
+use fleet_resilience::stats::OperationStats;
+use fleet_resilience::window::Outcome;
 
 use crate::config::DependencyConfig;
 use crate::error::{RpcError, Unavailable};
@@ -67,8 +72,69 @@ struct Inner {
     config: DependencyConfig,
     instances: watch::Receiver<Vec<Instance>>,
     channels: Mutex<HashMap<InstanceId, (std::net::SocketAddr, Channel)>>,
-    next: AtomicUsize,
     metrics: RpcMetrics,
+    bulkhead: Bulkhead,
+    budget: RetryBudget,
+    balancer: Balancer<InstanceId>,
+    ops: Mutex<HashMap<&'static str, Arc<OpState>>>,
+}
+
+/// Breaker and stats of one operation.
+struct OpState {
+    breaker: CircuitBreaker,
+    stats: OperationStats,
+}
+
+/// Feeds `/admin/stream`; weak, so a dropped dependency just goes quiet.
+struct StreamSource(Weak<Inner>);
+
+impl SnapshotSource for StreamSource {
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        let Some(inner) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let ops: Vec<(&'static str, Arc<OpState>)> = inner
+            .ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let instances = inner.balancer.states();
+        let mut out: Vec<serde_json::Value> = ops
+            .into_iter()
+            .map(|(name, op)| {
+                let (c, retries, latency) = op.stats.snapshot();
+                let state = op.breaker.state();
+                inner
+                    .metrics
+                    .set_circuit_state(inner.config.name, name, state.as_gauge());
+                #[allow(clippy::cast_precision_loss)]
+                let rate = c.requests as f64 / 10.0;
+                serde_json::json!({
+                    "dependency": inner.config.name,
+                    "operation": name,
+                    "window_s": 10,
+                    "requests": c.requests,
+                    "successes": c.successes,
+                    "errors": c.errors,
+                    "timeouts": c.timeouts,
+                    "rejections": c.rejections,
+                    "short_circuits": c.short_circuits,
+                    "slow": c.slow,
+                    "retries": retries,
+                    "error_percent": c.error_percent(),
+                    "rate_per_s": rate,
+                    "latency_ms": latency,
+                    "circuit": state,
+                    "bulkhead": {"in_use": inner.bulkhead.in_use(), "limit": inner.bulkhead.limit()},
+                    "instances": instances,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a["operation"].as_str().cmp(&b["operation"].as_str()));
+        out
+    }
 }
 
 impl std::fmt::Debug for Dependency {
@@ -83,16 +149,41 @@ impl std::fmt::Debug for Dependency {
 impl Dependency {
     /// A dependency whose instances come from `source`, recording client
     /// metrics into `metrics`. Connections are made lazily, on first use.
+    ///
+    /// Every call goes through this dependency's bulkhead, the operation's
+    /// circuit breaker, the retry budget and the balancer (see
+    /// [`Dependency::unary`]); their state feeds `/admin/stream` through
+    /// `metrics`.
     pub fn new(config: DependencyConfig, source: InstanceSource, metrics: RpcMetrics) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                instances: source.into_receiver(),
-                channels: Mutex::new(HashMap::new()),
-                next: AtomicUsize::new(0),
-                metrics,
-            }),
-        }
+        let inner = Arc::new(Inner {
+            bulkhead: Bulkhead::new(config.bulkhead),
+            budget: RetryBudget::new(config.retry.clone()),
+            balancer: Balancer::new(config.balance.clone()),
+            config,
+            instances: source.into_receiver(),
+            channels: Mutex::new(HashMap::new()),
+            metrics,
+            ops: Mutex::new(HashMap::new()),
+        });
+        inner
+            .metrics
+            .add_snapshot_source(Arc::new(StreamSource(Arc::downgrade(&inner))));
+        Self { inner }
+    }
+
+    fn op_state(&self, op: &'static Operation) -> Arc<OpState> {
+        self.inner
+            .ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(op.name)
+            .or_insert_with(|| {
+                Arc::new(OpState {
+                    breaker: CircuitBreaker::new(self.inner.config.breaker.clone()),
+                    stats: OperationStats::new(),
+                })
+            })
+            .clone()
     }
 
     /// The settings this dependency was built with.
@@ -114,13 +205,21 @@ impl Dependency {
 
     /// Calls a unary method.
     ///
-    /// The deadline is the earlier of `opts.timeout` (or the configured
-    /// request timeout) and the ambient request's deadline minus the hop
-    /// margin; it is sent downstream as `grpc-timeout` and enforced here.
+    /// The call path, in order: the deadline is the earlier of
+    /// `opts.timeout` (or the configured request timeout) and the ambient
+    /// request's deadline minus the hop margin — spent already means
+    /// `DeadlineExceeded` without a call; the dependency's bulkhead (full:
+    /// refused at once); the operation's circuit breaker (open: refused at
+    /// once, with the time to the next trial as `retry_after`); then
+    /// attempts: the balancer picks an instance (power of two choices,
+    /// ejected instances skipped, never the instance that just failed), the
+    /// remaining budget goes downstream as `grpc-timeout`. A failed attempt
+    /// is retried only for idempotent operations, only on UNAVAILABLE, at
+    /// most `retry.max_retries` times, while the retry budget and the
+    /// deadline allow, after a jittered backoff.
     ///
     /// # Errors
-    /// [`RpcError`]; `DeadlineExceeded` at once, without a call, when the
-    /// caller's budget is already spent.
+    /// [`RpcError`].
     pub async fn unary<Req, Resp>(
         &self,
         op: &'static Operation,
@@ -128,13 +227,13 @@ impl Dependency {
         opts: CallOptions,
     ) -> Result<Resp, RpcError>
     where
-        Req: prost::Message + Send + Sync + 'static,
+        Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let cfg = &self.inner.config;
         let started = Instant::now();
         let _in_flight = self.inner.metrics.start(cfg.name, op.name);
-        let result = self.unary_inner(op, message, opts, started).await;
+        let result = self.guarded(op, message, opts, started).await;
         let code = match &result {
             Ok(_) => "OK",
             Err(e) => e.code_name(),
@@ -148,7 +247,7 @@ impl Dependency {
         result
     }
 
-    async fn unary_inner<Req, Resp>(
+    async fn guarded<Req, Resp>(
         &self,
         op: &'static Operation,
         message: Req,
@@ -156,7 +255,7 @@ impl Dependency {
         now: Instant,
     ) -> Result<Resp, RpcError>
     where
-        Req: prost::Message + Send + Sync + 'static,
+        Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let cfg = &self.inner.config;
@@ -167,13 +266,145 @@ impl Dependency {
                 dependency: cfg.name,
             });
         }
-        let (instance, channel) = self.pick()?;
+        let state = self.op_state(op);
+        let refuse = |outcome: Outcome, reason: Unavailable, label: &str, retry_after| {
+            state.stats.record(outcome, false, None);
+            self.inner.metrics.refused(cfg.name, op.name, label);
+            RpcError::Unavailable {
+                dependency: cfg.name,
+                message: format!("{} refused {}", cfg.name, op.name),
+                reason,
+                retry_after,
+            }
+        };
+        let Ok(_slot) = self.inner.bulkhead.try_acquire() else {
+            return Err(refuse(
+                Outcome::Rejected,
+                Unavailable::BulkheadFull,
+                "bulkhead_full",
+                Some(Duration::from_millis(100)),
+            ));
+        };
+        let permit = match state.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(open) => {
+                self.inner.metrics.set_circuit_state(
+                    cfg.name,
+                    op.name,
+                    state.breaker.state().as_gauge(),
+                );
+                return Err(refuse(
+                    Outcome::ShortCircuited,
+                    Unavailable::CircuitOpen,
+                    "circuit_open",
+                    Some(open.retry_after.max(Duration::from_secs(1))),
+                ));
+            }
+        };
+        self.inner.budget.deposit();
+
+        let mut failed: Option<InstanceId> = None;
+        let mut retry = 0;
+        let result = loop {
+            let eligible: Vec<InstanceId> = self.instances().into_iter().map(|i| i.id).collect();
+            let Some(pick) = self.inner.balancer.pick(&eligible, failed.as_ref()) else {
+                break Err(RpcError::Unavailable {
+                    dependency: cfg.name,
+                    reason: Unavailable::NoInstances,
+                    message: format!("no {} instance speaks v{}", cfg.name, cfg.interface_major),
+                    retry_after: None,
+                });
+            };
+            let instance = pick.key.clone();
+            let attempt = self
+                .attempt(op, message.clone(), cx.as_ref(), &instance, deadline)
+                .await;
+            let instance_healthy = !matches!(
+                attempt,
+                Err(RpcError::Unavailable { .. } | RpcError::DeadlineExceeded { .. })
+            );
+            self.inner.balancer.record(pick, instance_healthy);
+            let retryable = matches!(
+                &attempt,
+                Err(RpcError::Unavailable {
+                    reason: Unavailable::Transport | Unavailable::Server,
+                    ..
+                })
+            );
+            if !retryable {
+                break attempt;
+            }
+            retry += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !self.inner.budget.allow(retry, op.idempotent, remaining) {
+                break attempt;
+            }
+            let backoff = self.inner.budget.backoff(retry);
+            if Instant::now() + backoff >= deadline {
+                break attempt;
+            }
+            tokio::time::sleep(backoff).await;
+            state.stats.record_retry();
+            self.inner.metrics.retried(cfg.name, op.name);
+            tracing::debug!(dependency = cfg.name, operation = op.name, failed_instance = %instance, "retrying on another instance");
+            failed = Some(instance);
+        };
+
+        let elapsed = now.elapsed();
+        let outcome = match &result {
+            Ok(_)
+            | Err(
+                RpcError::NotFound { .. }
+                | RpcError::InvalidArgument { .. }
+                | RpcError::Conflict { .. },
+            ) => Outcome::Success,
+            Err(RpcError::DeadlineExceeded { .. }) => Outcome::Timeout,
+            Err(_) => Outcome::Failure,
+        };
+        state.breaker.record(permit, outcome, elapsed);
+        let slow = elapsed >= cfg.breaker.slow_call_threshold;
+        state.stats.record(outcome, slow, Some(elapsed));
+        self.inner
+            .metrics
+            .set_circuit_state(cfg.name, op.name, state.breaker.state().as_gauge());
+        result
+    }
+
+    async fn attempt<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        cx: Option<&RequestContext>,
+        instance_id: &InstanceId,
+        deadline: Instant,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let cfg = &self.inner.config;
+        let now = Instant::now();
+        if deadline <= now {
+            return Err(RpcError::DeadlineExceeded {
+                dependency: cfg.name,
+            });
+        }
+        let instance = self
+            .instances()
+            .into_iter()
+            .find(|i| &i.id == instance_id)
+            .ok_or_else(|| RpcError::Unavailable {
+                dependency: cfg.name,
+                reason: Unavailable::NoInstances,
+                message: format!("{instance_id} left"),
+                retry_after: None,
+            })?;
+        let channel = self.channel_for(&instance)?;
 
         let mut h = HeaderMap::new();
-        if let Some(cx) = &cx {
-            cx.write_headers(&mut h, Some(cfg.caller));
-        } else {
-            RequestContext::new().write_headers(&mut h, Some(cfg.caller));
+        match cx {
+            Some(cx) => cx.write_headers(&mut h, Some(cfg.caller)),
+            None => RequestContext::new().write_headers(&mut h, Some(cfg.caller)),
         }
         fleet_telemetry::inject(&mut h);
         h.insert(headers::GRPC_TIMEOUT, format_grpc_timeout(deadline - now));
@@ -203,7 +434,7 @@ impl Dependency {
             Ok(Err(e)) => Err(e),
             Ok(Ok(response)) => {
                 if let (Some(cx), Some(who)) = (
-                    &cx,
+                    cx,
                     response
                         .metadata()
                         .get(headers::SERVED_BY)
@@ -242,24 +473,21 @@ impl Dependency {
         }
     }
 
+    /// Any eligible instance (for health probes, which bypass the breaker).
     fn pick(&self) -> Result<(Instance, Channel), RpcError> {
         let cfg = &self.inner.config;
         let eligible = self.instances();
-        if eligible.is_empty() {
-            return Err(RpcError::Unavailable {
+        let ids: Vec<InstanceId> = eligible.iter().map(|i| i.id.clone()).collect();
+        let instance = self
+            .inner
+            .balancer
+            .pick(&ids, None)
+            .and_then(|p| eligible.into_iter().find(|i| i.id == p.key))
+            .ok_or_else(|| RpcError::Unavailable {
                 dependency: cfg.name,
                 reason: Unavailable::NoInstances,
                 message: format!("no {} instance speaks v{}", cfg.name, cfg.interface_major),
                 retry_after: None,
-            });
-        }
-        let n = self.inner.next.fetch_add(1, Ordering::Relaxed) % eligible.len();
-        let instance = eligible
-            .into_iter()
-            .nth(n)
-            .ok_or_else(|| RpcError::Internal {
-                dependency: cfg.name,
-                message: "instance index out of range".into(),
             })?;
         let channel = self.channel_for(&instance)?;
         Ok((instance, channel))

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use fleet_config::{ConfigError, Env};
+use fleet_resilience::balance::BalanceConfig;
+use fleet_resilience::breaker::BreakerConfig;
+use fleet_resilience::retry::RetryConfig;
 
 /// How a service calls one dependency.
 #[derive(Clone, Debug)]
@@ -24,6 +27,16 @@ pub struct DependencyConfig {
     /// time to answer after its callee gives up. `<NAME>_HOP_MARGIN`,
     /// default 5 ms.
     pub hop_margin: Duration,
+    /// Most calls in flight to this dependency; beyond it calls are refused
+    /// at once. `<NAME>_BULKHEAD`, default 128.
+    pub bulkhead: usize,
+    /// Circuit breaker per operation (`<NAME>_BREAKER_*`).
+    pub breaker: BreakerConfig,
+    /// Retries (`<NAME>_RETRIES`, `<NAME>_RETRY_BUDGET_PERCENT`).
+    pub retry: RetryConfig,
+    /// Balancing and outlier ejection (`<NAME>_EJECT_AFTER_FAILURES`,
+    /// `<NAME>_EJECTION`).
+    pub balance: BalanceConfig,
 }
 
 impl DependencyConfig {
@@ -36,11 +49,21 @@ impl DependencyConfig {
             connect_timeout: Duration::from_millis(50),
             request_timeout: Duration::from_secs(1),
             hop_margin: Duration::from_millis(5),
+            bulkhead: 128,
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            balance: BalanceConfig::default(),
         }
     }
 
     /// Overrides the defaults from `<NAME>_CONNECT_TIMEOUT`,
-    /// `<NAME>_REQUEST_TIMEOUT` and `<NAME>_HOP_MARGIN` (NAME upper-cased).
+    /// `<NAME>_REQUEST_TIMEOUT`, `<NAME>_HOP_MARGIN`, `<NAME>_BULKHEAD`,
+    /// `<NAME>_BREAKER_ENABLED`, `<NAME>_BREAKER_VOLUME`,
+    /// `<NAME>_BREAKER_ERROR_PERCENT`, `<NAME>_BREAKER_SLEEP`,
+    /// `<NAME>_BREAKER_SLOW_CALL`, `<NAME>_BREAKER_WINDOW`,
+    /// `<NAME>_RETRIES`, `<NAME>_RETRY_BUDGET_PERCENT`,
+    /// `<NAME>_EJECT_AFTER_FAILURES` and `<NAME>_EJECTION`
+    /// (NAME upper-cased).
     ///
     /// # Errors
     /// [`ConfigError`] for unparsable or absurd values.
@@ -64,6 +87,52 @@ impl DependencyConfig {
             Duration::ZERO,
             Duration::from_secs(1),
         )?;
+        let key = |k: &str| format!("{prefix}_{k}");
+        self.bulkhead = env.number_in(&key("BULKHEAD"), self.bulkhead, 1..=100_000)?;
+        let b = &mut self.breaker;
+        b.enabled = env.bool(&key("BREAKER_ENABLED"), b.enabled)?;
+        b.request_volume_threshold =
+            env.number_in(&key("BREAKER_VOLUME"), b.request_volume_threshold, 1..=1_000_000)?;
+        b.error_threshold_percent =
+            env.number_in(&key("BREAKER_ERROR_PERCENT"), b.error_threshold_percent, 1.0..=100.0)?;
+        b.sleep_window = env.duration_in(
+            &key("BREAKER_SLEEP"),
+            b.sleep_window,
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        )?;
+        b.slow_call_threshold = env.duration_in(
+            &key("BREAKER_SLOW_CALL"),
+            b.slow_call_threshold,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        )?;
+        b.window = env.duration_in(
+            &key("BREAKER_WINDOW"),
+            b.window,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        b.fast_window = b.fast_window.min(b.window);
+        let r = &mut self.retry;
+        r.max_retries = env.number_in(&key("RETRIES"), r.max_retries, 0..=5)?;
+        r.budget_percent =
+            env.number_in(&key("RETRY_BUDGET_PERCENT"), r.budget_percent, 0.0..=1.0)?;
+        let l = &mut self.balance;
+        l.consecutive_failures =
+            env.number_in(&key("EJECT_AFTER_FAILURES"), l.consecutive_failures, 1..=1_000)?;
+        l.base_ejection = env.duration_in(
+            &key("EJECTION"),
+            l.base_ejection,
+            Duration::from_millis(10),
+            Duration::from_secs(3_600),
+        )?;
+        self.breaker
+            .validate()
+            .map_err(|e| ConfigError::invalid(&key("BREAKER_*"), "", e))?;
+        self.retry
+            .validate()
+            .map_err(|e| ConfigError::invalid(&key("RETRY_*"), "", e))?;
         Ok(self)
     }
 }

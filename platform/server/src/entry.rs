@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use fleet_config::{ConfigError, Env};
 use fleet_telemetry::TelemetryConfig;
 
-/// Exit status for unusable configuration (`EX_CONFIG` from sysexits.h).
+/// Exit status for unusable configuration: 64 (`EX_USAGE` in sysexits.h),
+/// the house convention for "the operator must fix the settings".
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit status when the service failed at runtime.
 pub const EXIT_FAILURE: u8 = 1;

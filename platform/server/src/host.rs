@@ -11,6 +11,8 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use fleet_metrics::Metrics;
+use fleet_resilience::fault::{self, FaultTable, GrpcFaultLayer};
+use fleet_resilience::stream::{self, StreamIdentity};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Identity, ServerConfig};
@@ -53,6 +55,7 @@ pub struct ServiceHost {
     admin_addr: SocketAddr,
     admin_routes: Router,
     shutdown: CancellationToken,
+    faults: FaultTable,
 }
 
 impl std::fmt::Debug for ServiceHost {
@@ -95,7 +98,9 @@ impl ServiceHost {
             addr: config.admin_addr,
             source,
         })?;
+        let faults = FaultTable::new(&config.identity.version.to_string());
         Ok(Self {
+            faults,
             config,
             metrics,
             readiness: Readiness::new(),
@@ -143,6 +148,12 @@ impl ServiceHost {
     pub fn merge_admin(&mut self, router: Router) {
         let routes = std::mem::take(&mut self.admin_routes);
         self.admin_routes = routes.merge(router);
+    }
+
+    /// This instance's fault-injection rules (`/admin/faults`). The gRPC
+    /// server applies them itself; the edge applies them in its own stack.
+    pub fn faults(&self) -> &FaultTable {
+        &self.faults
     }
 
     /// Cancelling this token starts the shutdown sequence.
@@ -208,8 +219,14 @@ impl ServiceHost {
             self.readiness.clone(),
             self.config.drain_delay,
         );
-        let server = tonic::transport::Server::builder()
+        // Outermost first: context and deadline, then faults, so an
+        // injected hang still ends at the caller's deadline.
+        let stack = tower::ServiceBuilder::new()
             .layer(layer)
+            .layer(GrpcFaultLayer::new(self.faults.clone()))
+            .into_inner();
+        let server = tonic::transport::Server::builder()
+            .layer(stack)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, drain);
         let parts = Parts {
@@ -221,6 +238,7 @@ impl ServiceHost {
             admin_addr: self.admin_addr,
             admin_routes: self.admin_routes,
             shutdown: self.shutdown,
+            faults: self.faults,
         };
         parts
             .run(async move { server.await.map_err(ServerError::Grpc) })
@@ -253,6 +271,7 @@ impl ServiceHost {
             admin_addr: self.admin_addr,
             admin_routes: self.admin_routes,
             shutdown: self.shutdown,
+            faults: self.faults,
         };
         parts.run(server).await
     }
@@ -268,6 +287,7 @@ struct Parts {
     admin_addr: SocketAddr,
     admin_routes: Router,
     shutdown: CancellationToken,
+    faults: FaultTable,
 }
 
 impl Parts {
@@ -295,7 +315,30 @@ impl Parts {
             self.main_addr.to_string(),
             self.admin_addr.to_string(),
         );
-        let admin_router = admin::router(state).merge(self.admin_routes);
+        let identity = StreamIdentity {
+            service: id.service.to_owned(),
+            version: id.version.to_string(),
+            instance_id: id.instance_id.clone(),
+        };
+        let snapshots = self.metrics.clone();
+        let stream_route = Router::new().route(
+            "/admin/stream",
+            axum::routing::get(move || {
+                let snapshots = snapshots.clone();
+                let identity = identity.clone();
+                async move {
+                    stream::sse(identity, Duration::from_secs(1), move || snapshots.snapshots())
+                }
+            }),
+        );
+        let faults = admin::require_token(
+            fault::admin_router(self.faults.clone()),
+            self.config.admin_token.clone(),
+        );
+        let admin_router = admin::router(state)
+            .merge(stream_route)
+            .merge(faults)
+            .merge(self.admin_routes);
         let admin_stop = stop_admin.clone();
         let admin = tokio::spawn(async move {
             axum::serve(self.admin, admin_router)

@@ -1,5 +1,8 @@
 //! The host on real loopback sockets: probes, gRPC health, metrics, drain.
 
+// A test reports a broken system by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -94,8 +94,8 @@ impl Drop for TelemetryGuard {
 /// endpoint is configured). Must run inside the tokio runtime.
 ///
 /// # Errors
-/// [`TelemetryError`] when the exporter cannot be built or a subscriber is
-/// already installed.
+/// [`TelemetryError`] when the exporter cannot be built or another
+/// library's subscriber is being installed at the same moment.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
@@ -114,6 +114,11 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     let provider = builder.build();
     let tracer = provider.tracer("fleet");
     let filter = EnvFilter::try_new(&config.log_filter).map_err(TelemetryError::Filter)?;
+    // A process that runs a service twice (tests, the fleet tool) keeps the
+    // subscriber it installed first: telemetry is process-wide.
+    if tracing::dispatcher::has_been_set() {
+        return Ok(TelemetryGuard { provider });
+    }
     tracing_subscriber::registry()
         .with(filter)
         .with(

@@ -1,3 +1,47 @@
 //! The ratings service: star ratings and viewing progress.
+//!
+//! A stateless gRPC service (`ratings.v1.Ratings`), the system's write
+//! path, in front of the data access layer, which it reaches only through
+//! its driver client ([`fleet_dal_client::DalClient`]). It validates every
+//! request before the dal sees it, stamps writes that arrive without a
+//! timestamp (so the dal's last-write-wins keeps retries idempotent), turns
+//! the dal's rating sums into averages, keeps finished titles out of
+//! "continue watching" ([`progress`]), and is ready only while the dal
+//! answers.
 
 #![forbid(unsafe_code)]
+
+mod app;
+mod config;
+mod error;
+pub mod progress;
+mod service;
+mod validate;
+
+use std::process::ExitCode;
+
+use fleet_config::Env;
+
+pub use app::App;
+pub use config::Config;
+
+/// The service name: in logs, metrics, discovery and `x-fleet-served-by`.
+pub const SERVICE: &str = "ratings";
+
+/// Runs the ratings service until SIGTERM/Ctrl-C, then drains; returns the
+/// exit code (64 for bad configuration).
+pub fn main(env: Env) -> ExitCode {
+    fleet_server::entry::run(SERVICE, env, Config::from_env, |config, stop| async move {
+        let app = App::build(config).await?;
+        let shutdown = app.shutdown_token();
+        // The signal token belongs to the entry point; the app has its own.
+        // Forward the one to the other, and end this task with the app.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        });
+        app.run().await
+    })
+}

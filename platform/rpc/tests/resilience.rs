@@ -1,0 +1,283 @@
+//! The client call path against real gRPC servers on loopback, with faults
+//! injected through the servers' own admin API: retries to another
+//! instance within the retry budget, ejection, the breaker cutting off a
+//! hard-down dependency, the bulkhead refusing at once, deadline
+//! propagation, and the `/admin/stream` snapshot.
+
+// A test reports a broken system by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleet_config::Env;
+use fleet_context::RequestContext;
+use fleet_metrics::Metrics;
+use fleet_rpc::{
+    CallOptions, Dependency, DependencyConfig, InstanceSource, Operation, RpcError, Unavailable,
+    parse_instances,
+};
+use fleet_server::{ServerConfig, ServiceHost};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+static CHECK: Operation = Operation::new("/grpc.health.v1.Health/Check", "Check", true);
+const TOKEN: &str = "test-admin-token-0123456789";
+
+struct Server {
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn server() -> Server {
+    let env = Env::from_pairs([
+        ("READINESS_INTERVAL", "50ms"),
+        ("SHUTDOWN_GRACE", "1s"),
+        ("ADMIN_TOKEN", TOKEN),
+    ]);
+    let config = ServerConfig::from_env(
+        &env,
+        "target",
+        "GRPC_ADDR",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        "1.0.0",
+        &["1.0"],
+    )
+    .unwrap();
+    let host = ServiceHost::bind(config, Metrics::new("target", "1.0.0"))
+        .await
+        .unwrap();
+    let s = Server {
+        grpc: host.main_addr(),
+        admin: host.admin_addr(),
+        stop: host.shutdown_token(),
+    };
+    tokio::spawn(host.run_grpc(tonic::service::Routes::default(), &[]));
+    s
+}
+
+async fn fault(s: &Server, spec: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/admin/faults", s.admin))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(spec.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+}
+
+fn dependency(addrs: &[SocketAddr], metrics: &Metrics, env: &[(&str, &str)]) -> Dependency {
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let instances = parse_instances(&list.join(","), &semver::Version::new(1, 0, 0)).unwrap();
+    let config = DependencyConfig::new("target", "test", 1)
+        .from_env(&Env::from_pairs(env.iter().copied()))
+        .unwrap();
+    Dependency::new(config, InstanceSource::Static(instances), metrics.grpc_client())
+}
+
+async fn check(dep: &Dependency) -> Result<HealthCheckResponse, RpcError> {
+    dep.unary(
+        &CHECK,
+        HealthCheckRequest {
+            service: String::new(),
+        },
+        CallOptions::timeout(Duration::from_secs(2)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_attempts_retry_elsewhere_within_budget_and_sick_instances_are_ejected() {
+    let (sick, healthy) = (server().await, server().await);
+    fault(&sick, r#"{"operation":"Check","action":{"type":"abort","code":"UNAVAILABLE"}}"#).await;
+    // The sick instance answers (with errors) faster than the healthy one,
+    // so a latency-driven balancer keeps choosing it until it is ejected.
+    fault(&healthy, r#"{"operation":"Check","action":{"type":"delay","ms":10}}"#).await;
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(&[sick.grpc, healthy.grpc], &metrics, &[]);
+    let requests = 150;
+    let mut ok = 0;
+    for _ in 0..requests {
+        if check(&dep).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let snap = metrics.snapshots();
+    let op = snap.iter().find(|s| s["operation"] == "Check").unwrap();
+    let retries = op["retries"].as_u64().unwrap();
+    let attempts = requests + retries;
+    let ratio = attempts as f64 / requests as f64;
+    eprintln!("requests {requests} ok {ok} retries {retries} attempts/requests {ratio:.3}");
+    assert!(ratio <= 1.1, "attempts/requests = {ratio}");
+    // The sick instance is ejected after 5 straight failures; of the calls
+    // that landed on it before, retries (always to the other) rescue most.
+    assert!(ok >= requests - 6, "only {ok}/{requests} succeeded");
+    let sick_state = op["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == sick.grpc.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(sick_state["ejected"], true, "{sick_state}");
+    assert_eq!(op["circuit"], "closed");
+}
+
+#[tokio::test]
+async fn the_breaker_cuts_off_a_hard_down_dependency() {
+    let down = server().await;
+    fault(&down, r#"{"action":{"type":"abort","code":"UNAVAILABLE"}}"#).await;
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(&[down.grpc], &metrics, &[("TARGET_BREAKER_SLEEP", "200ms")]);
+    let mut first_short_circuit = None;
+    for i in 0..40 {
+        match check(&dep).await {
+            Err(RpcError::Unavailable {
+                reason: Unavailable::CircuitOpen,
+                retry_after,
+                ..
+            }) => {
+                assert!(retry_after.is_some());
+                first_short_circuit.get_or_insert(i);
+            }
+            Err(RpcError::Unavailable { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(first_short_circuit, Some(20), "opens after the request volume");
+    assert!(metrics.encode().contains("fleet_circuit_state{"));
+    // After the sleep window one trial goes through; the dependency has
+    // recovered, so the circuit closes.
+    reqwest::Client::new()
+        .delete(format!("http://{}/admin/faults", down.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    check(&dep).await.unwrap();
+    check(&dep).await.unwrap();
+    let snap = metrics.snapshots();
+    assert_eq!(snap[0]["circuit"], "closed");
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_refuses_at_once() {
+    let slow = server().await;
+    fault(&slow, r#"{"action":{"type":"delay","ms":400}}"#).await;
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(&[slow.grpc], &metrics, &[("TARGET_BULKHEAD", "2")]);
+    let a = tokio::spawn({
+        let dep = dep.clone();
+        async move { check(&dep).await }
+    });
+    let b = tokio::spawn({
+        let dep = dep.clone();
+        async move { check(&dep).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let third = check(&dep).await;
+    assert!(started.elapsed() < Duration::from_millis(50), "no queueing");
+    assert!(
+        matches!(
+            third,
+            Err(RpcError::Unavailable {
+                reason: Unavailable::BulkheadFull,
+                ..
+            })
+        ),
+        "{third:?}"
+    );
+    assert!(a.await.unwrap().is_ok() && b.await.unwrap().is_ok());
+    let snap = metrics.snapshots();
+    assert_eq!(snap[0]["rejections"], 1);
+}
+
+#[tokio::test]
+async fn the_remaining_budget_bounds_the_call_and_is_sent_downstream() {
+    let slow = server().await;
+    fault(&slow, r#"{"action":{"type":"hang"}}"#).await;
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(&[slow.grpc], &metrics, &[]);
+    let cx = RequestContext::new().with_budget(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    let r = cx.scope(check(&dep)).await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(RpcError::DeadlineExceeded { .. })), "{r:?}");
+    assert!(took < Duration::from_millis(400), "waited {took:?} for a 150 ms budget");
+    // A spent budget means no call at all.
+    let spent = RequestContext::new().with_budget(Duration::ZERO);
+    let r = spent.scope(check(&dep)).await;
+    assert!(matches!(r, Err(RpcError::DeadlineExceeded { .. })));
+}
+
+#[tokio::test]
+async fn fault_admin_needs_the_token_and_rejects_bad_specs() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/admin/faults", s.admin);
+    let no_token = http.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(no_token.status(), 401);
+    let wrong = http.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    for bad in [
+        "not json",
+        r#"{"action":{"type":"delay","ms":-1}}"#,
+        r#"{"action":{"type":"abort","code":"NOPE"}}"#,
+        r#"{"action":{"type":"hang"},"percent":250}"#,
+    ] {
+        let r = http.post(&url).bearer_auth(TOKEN).body(bad).send().await.unwrap();
+        assert!(r.status() == 400 || r.status() == 422, "{bad}: {}", r.status());
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().is_some());
+    }
+    let big = format!(r#"{{"operation":"{}","action":{{"type":"hang"}}}}"#, "x".repeat(5000));
+    let r = http.post(&url).bearer_auth(TOKEN).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let listed: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, serde_json::json!([]), "bad specs left nothing behind");
+}
+
+#[tokio::test]
+async fn admin_stream_sends_one_second_snapshots() {
+    let s = server().await;
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/admin/stream", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut resp = resp;
+    let chunk = tokio::time::timeout(Duration::from_secs(3), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("event: meta"), "{text}");
+    assert!(text.contains("\"service\":\"target\""), "{text}");
+}

@@ -1,0 +1,242 @@
+//! The in-process look-aside cache of the embedded default (moka).
+//!
+//! Read-through for titles and rating summaries: a hit never touches the
+//! store; a miss reads the store and fills the cache. Entries live for a TTL
+//! with per-key jitter, so entries written together (e.g. by the seed) do not
+//! all expire in the same instant; a missing title is cached briefly as
+//! "missing" (negative caching) so a flood of lookups of an unknown id is not
+//! a flood of store reads. A rating write replaces its title's summary entry
+//! after the store commits, so a reader never sees an older summary than the
+//! write it just made.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use fleet_metrics::Metrics;
+use fleet_proto::dal::v1::{RatingSummary, Title};
+
+/// Cache sizes and lifetimes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheConfig {
+    /// Most entries per cache; `CACHE_CAPACITY`, default 100 000.
+    pub capacity: u64,
+    /// Lifetime of a cached title; `CACHE_TITLE_TTL`, default 5 min.
+    pub title_ttl: Duration,
+    /// Lifetime of a cached summary; `CACHE_SUMMARY_TTL`, default 30 s.
+    pub summary_ttl: Duration,
+    /// Lifetime of a cached "no such title"; `CACHE_NEGATIVE_TTL`, default 2 s.
+    pub negative_ttl: Duration,
+    /// Relative spread of TTLs (0.1 = ±10 %); `CACHE_TTL_JITTER`.
+    pub jitter: f64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            title_ttl: Duration::from_secs(300),
+            summary_ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(2),
+            jitter: 0.1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+/// Per-key TTL: base ± jitter, derived from a per-process random hash of
+/// the key (no RNG on the hot path, still different on every instance).
+struct Jittered<F> {
+    hasher: RandomState,
+    jitter: f64,
+    ttl: F,
+}
+
+impl<F> Jittered<F> {
+    fn spread(&self, key: &str, base: Duration) -> Duration {
+        let h = self.hasher.hash_one(key);
+        // h mapped to [-1, 1).
+        #[allow(clippy::cast_precision_loss)]
+        let unit = (h % 2_000_001) as f64 / 1_000_000.0 - 1.0;
+        base.mul_f64((1.0 + unit * self.jitter).max(0.01))
+    }
+}
+
+impl Expiry<String, Option<Arc<Title>>> for Jittered<CacheConfig> {
+    fn expire_after_create(
+        &self,
+        key: &String,
+        value: &Option<Arc<Title>>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let base = if value.is_some() {
+            self.ttl.title_ttl
+        } else {
+            self.ttl.negative_ttl
+        };
+        Some(self.spread(key, base))
+    }
+}
+
+impl Expiry<String, RatingSummary> for Jittered<Duration> {
+    fn expire_after_create(
+        &self,
+        key: &String,
+        _value: &RatingSummary,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.spread(key, self.ttl))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        _value: &RatingSummary,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.spread(key, self.ttl))
+    }
+}
+
+/// The caches (cheap to clone).
+#[derive(Clone)]
+pub struct LocalCache {
+    titles: Cache<String, Option<Arc<Title>>>,
+    summaries: Cache<String, RatingSummary>,
+    lookups: Family<CacheLabels, Counter>,
+}
+
+impl std::fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("titles", &self.titles.entry_count())
+            .field("summaries", &self.summaries.entry_count())
+            .finish()
+    }
+}
+
+impl LocalCache {
+    /// Builds the caches and registers `fleet_dal_cache_lookups_total`.
+    pub fn new(config: &CacheConfig, metrics: &Metrics) -> Self {
+        let titles = Cache::builder()
+            .max_capacity(config.capacity)
+            .expire_after(Jittered {
+                hasher: RandomState::new(),
+                jitter: config.jitter,
+                ttl: config.clone(),
+            })
+            .build();
+        let summaries = Cache::builder()
+            .max_capacity(config.capacity)
+            .expire_after(Jittered {
+                hasher: RandomState::new(),
+                jitter: config.jitter,
+                ttl: config.summary_ttl,
+            })
+            .build();
+        let lookups = Family::<CacheLabels, Counter>::default();
+        metrics.register(
+            "dal_cache_lookups",
+            "Look-aside cache lookups by cache and result (hit, negative_hit, miss)",
+            lookups.clone(),
+        );
+        Self {
+            titles,
+            summaries,
+            lookups,
+        }
+    }
+
+    fn count(&self, cache: &'static str, result: &'static str) {
+        self.lookups
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
+    }
+
+    /// A cached title: `Some(Some(t))` hit, `Some(None)` known missing,
+    /// `None` not cached.
+    pub async fn title(&self, id: &str) -> Option<Option<Arc<Title>>> {
+        let got = self.titles.get(id).await;
+        match &got {
+            Some(Some(_)) => self.count("titles", "hit"),
+            Some(None) => self.count("titles", "negative_hit"),
+            None => self.count("titles", "miss"),
+        }
+        got
+    }
+
+    /// Caches a title, or that `id` has none.
+    pub async fn put_title(&self, id: String, title: Option<Arc<Title>>) {
+        self.titles.insert(id, title).await;
+    }
+
+    /// A cached summary.
+    pub async fn summary(&self, id: &str) -> Option<RatingSummary> {
+        let got = self.summaries.get(id).await;
+        self.count("summaries", if got.is_some() { "hit" } else { "miss" });
+        got
+    }
+
+    /// Caches a summary (after a read, or the result of a committed write).
+    pub async fn put_summary(&self, summary: RatingSummary) {
+        self.summaries
+            .insert(summary.title_id.clone(), summary)
+            .await;
+    }
+
+    /// Drops a cached summary.
+    pub async fn invalidate_summary(&self, id: &str) {
+        self.summaries.invalidate(id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hits_misses_and_negative_entries() {
+        let cache = LocalCache::new(&CacheConfig::default(), &Metrics::new("dal", "1.0.0"));
+        assert!(cache.title("t1").await.is_none());
+        cache.put_title("t1".into(), None).await;
+        assert_eq!(cache.title("t1").await, Some(None));
+        let s = RatingSummary {
+            title_id: "t2".into(),
+            count: 1,
+            stars_sum: 5,
+        };
+        cache.put_summary(s.clone()).await;
+        assert_eq!(cache.summary("t2").await, Some(s));
+        cache.invalidate_summary("t2").await;
+        assert_eq!(cache.summary("t2").await, None);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let j = Jittered {
+            hasher: RandomState::new(),
+            jitter: 0.1,
+            ttl: (),
+        };
+        let base = Duration::from_secs(100);
+        let spread: Vec<_> = (0..200).map(|i| j.spread(&format!("k{i}"), base)).collect();
+        assert!(
+            spread
+                .iter()
+                .all(|d| *d >= Duration::from_secs(90) && *d <= Duration::from_secs(110))
+        );
+        assert!(spread.iter().any(|d| *d != spread[0]), "keys spread out");
+    }
+}

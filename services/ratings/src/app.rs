@@ -1,0 +1,77 @@
+//! [`App`]: what a ratings instance is made of, bound and ready to run.
+
+use std::net::SocketAddr;
+
+use fleet_dal_client::{DalClient, Dependency, InstanceSource};
+use fleet_metrics::Metrics;
+use fleet_proto::ratings::v1::ratings_server::RatingsServer;
+use fleet_server::ServiceHost;
+use fleet_server::entry::BoxError;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::config::Config;
+use crate::service::RatingsService;
+
+/// The fully qualified gRPC service this app serves.
+pub const GRPC_SERVICE: &str = "ratings.v1.Ratings";
+
+/// A ratings instance with its listeners bound (port 0 picks a free port).
+#[derive(Debug)]
+pub struct App {
+    host: ServiceHost,
+    service: RatingsService,
+}
+
+impl App {
+    /// Binds the gRPC and admin listeners, builds the dal client and
+    /// registers the readiness check (the dal answers gRPC health).
+    ///
+    /// # Errors
+    /// When a listener cannot be bound.
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        let version = config.server.identity.version.clone();
+        let metrics = Metrics::new(crate::SERVICE, &version.to_string());
+        let dal = DalClient::new(Dependency::new(
+            config.dal,
+            InstanceSource::Static(config.dal_instances),
+            metrics.grpc_client(),
+        ));
+        let top_rated_min_count = config.top_rated_min_count;
+        let host = ServiceHost::bind(config.server, metrics).await?;
+        let probe = dal.clone();
+        host.readiness().add("dal", move || {
+            let dal = probe.clone();
+            async move { dal.probe().await.map_err(|e| e.to_string()) }
+        });
+        Ok(Self {
+            host,
+            service: RatingsService::new(dal, top_rated_min_count),
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.host.main_addr()
+    }
+
+    /// The bound admin HTTP address (`/healthz`, `/readyz`, `/metrics`, …).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.host.admin_addr()
+    }
+
+    /// Cancelling this token drains and stops the app.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.host.shutdown_token()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    ///
+    /// # Errors
+    /// When the server fails (not on a normal shutdown).
+    pub async fn run(self) -> Result<(), BoxError> {
+        let routes = Routes::new(RatingsServer::new(self.service));
+        self.host.run_grpc(routes, &[GRPC_SERVICE]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! Starting a real dal and a real ratings service in-process on loopback
+//! port 0.
+
+// Test support: a panic is how a test reports a broken system.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleet_config::Env;
+use fleet_metrics::Metrics;
+use fleet_ratings_client::{
+    CallOptions, Dependency, DependencyConfig, InstanceSource, RatingsClient,
+};
+use fleet_server::entry::BoxError;
+use tokio_util::sync::CancellationToken;
+
+/// Seed titles the test dal holds (`t00001`…`t00200`).
+pub const SEED_TITLES: u32 = 200;
+
+/// An app running on its own task.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), BoxError>>,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    /// Drains and stops the app; it must stop cleanly.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stopped within the grace period")
+            .expect("task did not panic");
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
+/// A real dal on a fresh data directory, seeded.
+pub async fn start_dal() -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::from_pairs([
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("DATA_DIR", data.path().to_str().unwrap()),
+        ("SEED", "true"),
+        ("SEED_TITLES", &SEED_TITLES.to_string()),
+        ("SEED_USERS", "50"),
+        ("READINESS_INTERVAL", "50ms"),
+        ("SHUTDOWN_GRACE", "2s"),
+    ]);
+    let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
+    let task = tokio::spawn(app.run());
+    Running {
+        grpc,
+        admin,
+        stop,
+        task,
+        _data: Some(data),
+    }
+}
+
+/// A ratings service whose dal is at `dal`.
+pub async fn start_ratings(dal: SocketAddr) -> Running {
+    let env = Env::from_pairs([
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("DAL_ADDRS", &dal.to_string()),
+        ("READINESS_INTERVAL", "50ms"),
+        ("SHUTDOWN_GRACE", "2s"),
+    ]);
+    let app = fleet_ratings::App::build(fleet_ratings::Config::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
+    let task = tokio::spawn(app.run());
+    Running {
+        grpc,
+        admin,
+        stop,
+        task,
+        _data: None,
+    }
+}
+
+/// The ratings service's driver client, pointed at one instance.
+pub fn client(ratings: &Running) -> RatingsClient {
+    let instances =
+        fleet_rpc::parse_instances(&ratings.grpc.to_string(), &semver::Version::new(1, 0, 0))
+            .unwrap();
+    RatingsClient::new(Dependency::new(
+        DependencyConfig::new("ratings", "test", fleet_ratings_client::INTERFACE_MAJOR),
+        InstanceSource::Static(instances),
+        Metrics::new("test", "0.0.0").grpc_client(),
+    ))
+}
+
+/// Generous per-call deadline: tests assert behaviour, not speed.
+pub fn opts() -> CallOptions {
+    CallOptions::timeout(Duration::from_secs(5))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// A loopback address nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The admin port's `/readyz` status code.
+pub async fn readyz(admin: SocketAddr) -> u16 {
+    reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls `f` until it holds (at most 5 s).
+pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..250 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not reached within 5 s");
+}
