@@ -1,3 +1,72 @@
-//! The fleet command-line tool: up, load, route, status.
+//! The `fleet` command-line tool.
+//!
+//! `fleet up` runs the whole topology as local processes on embedded
+//! defaults; the supervisor and topology modules are also what the
+//! end-to-end tests use to start the real binaries.
 
 #![forbid(unsafe_code)]
+
+pub mod service;
+pub mod supervisor;
+pub mod topology;
+pub mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a command that failed.
+const EXIT_FAILURE: u8 = 1;
+
+/// The fleet tool: run, load-test and steer the system.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system locally: dal, catalog 1.2 and 1.3, ratings, edge.
+    Up(up::UpArgs),
+    /// Run one service in this process (used by `fleet up`).
+    #[command(hide = true)]
+    Service {
+        /// Which service.
+        #[arg(value_enum)]
+        name: service::ServiceName,
+        /// Its own arguments (e.g. `dal migrate`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // A service builds its own runtime, so dispatch before making one.
+        Command::Service { name, args } => service::run(name, args),
+        Command::Up(args) => block_on(up::run(args)),
+    }
+}
+
+fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet: failed to start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

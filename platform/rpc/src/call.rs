@@ -23,6 +23,7 @@ use fleet_resilience::window::Outcome;
 use crate::config::DependencyConfig;
 use crate::error::{RpcError, Unavailable};
 use crate::instance::{Instance, InstanceId, InstanceSource};
+use crate::routing::{MajorMinor, RouteTable};
 
 /// A gRPC method of a dependency.
 #[derive(Debug)]
@@ -77,6 +78,7 @@ struct Inner {
     budget: RetryBudget,
     balancer: Balancer<InstanceId>,
     ops: Mutex<HashMap<&'static str, Arc<OpState>>>,
+    routes: Mutex<Option<watch::Receiver<Option<Arc<RouteTable>>>>>,
 }
 
 /// Breaker and stats of one operation.
@@ -164,11 +166,88 @@ impl Dependency {
             channels: Mutex::new(HashMap::new()),
             metrics,
             ops: Mutex::new(HashMap::new()),
+            routes: Mutex::new(None),
         });
         inner
             .metrics
             .add_snapshot_source(Arc::new(StreamSource(Arc::downgrade(&inner))));
         Self { inner }
+    }
+
+    /// Routes calls by `routes` (a live table; `None` = no table) from now on.
+    pub fn with_routes(self, routes: watch::Receiver<Option<Arc<RouteTable>>>) -> Self {
+        *self
+            .inner
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(routes);
+        self
+    }
+
+    /// The routing table in force, if any.
+    pub fn route_table(&self) -> Option<Arc<RouteTable>> {
+        self.inner
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|rx| rx.borrow().clone())
+    }
+
+    /// The instances this call may go to: the right interface major, then
+    /// the client's pinned minor, else the request's pin header, else the
+    /// routing table's choice (see [`crate::routing`]).
+    ///
+    /// # Errors
+    /// `Unavailable(NoInstances)` when a pin names a version nothing runs.
+    pub fn routed_instances(&self, cx: Option<&RequestContext>) -> Result<Vec<Instance>, RpcError> {
+        let cfg = &self.inner.config;
+        let eligible = self.instances();
+        let header = format!("x-version-{}", cfg.name);
+        let pin = cfg.pin.or_else(|| {
+            cx.and_then(|cx| cx.propagated(&header))
+                .and_then(|v| v.to_str().ok())
+                .and_then(MajorMinor::parse)
+                .filter(|mm| mm.major == cfg.interface_major)
+        });
+        let chosen = match pin {
+            Some(pin) => Some(pin),
+            None => self.route_table().and_then(|t| {
+                if t.interface != cfg.interface_major {
+                    return None;
+                }
+                let mut live: Vec<MajorMinor> = eligible
+                    .iter()
+                    .map(|i| MajorMinor {
+                        major: i.version.major,
+                        minor: i.version.minor,
+                    })
+                    .collect();
+                live.sort();
+                live.dedup();
+                t.choose(
+                    &live,
+                    cx.and_then(RequestContext::cohort_key),
+                    rand::random_range(0.0..1.0),
+                )
+            }),
+        };
+        let Some(version) = chosen else {
+            return Ok(eligible);
+        };
+        let routed: Vec<Instance> = eligible
+            .into_iter()
+            .filter(|i| version.matches(&i.version))
+            .collect();
+        if routed.is_empty() {
+            return Err(RpcError::Unavailable {
+                dependency: cfg.name,
+                reason: Unavailable::NoInstances,
+                message: format!("no {} {version} instance is running", cfg.name),
+                retry_after: None,
+            });
+        }
+        Ok(routed)
     }
 
     fn op_state(&self, op: &'static Operation) -> Arc<OpState> {
@@ -306,7 +385,10 @@ impl Dependency {
         let mut failed: Option<InstanceId> = None;
         let mut retry = 0;
         let result = loop {
-            let eligible: Vec<InstanceId> = self.instances().into_iter().map(|i| i.id).collect();
+            let eligible: Vec<InstanceId> = match self.routed_instances(cx.as_ref()) {
+                Ok(list) => list.into_iter().map(|i| i.id).collect(),
+                Err(e) => break Err(e),
+            };
             let Some(pick) = self.inner.balancer.pick(&eligible, failed.as_ref()) else {
                 break Err(RpcError::Unavailable {
                     dependency: cfg.name,

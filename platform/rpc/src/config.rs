@@ -7,6 +7,8 @@ use fleet_resilience::balance::BalanceConfig;
 use fleet_resilience::breaker::BreakerConfig;
 use fleet_resilience::retry::RetryConfig;
 
+use crate::routing::MajorMinor;
+
 /// How a service calls one dependency.
 #[derive(Clone, Debug)]
 pub struct DependencyConfig {
@@ -37,6 +39,9 @@ pub struct DependencyConfig {
     /// Balancing and outlier ejection (`<NAME>_EJECT_AFTER_FAILURES`,
     /// `<NAME>_EJECTION`).
     pub balance: BalanceConfig,
+    /// Only instances of this minor (`<NAME>_PIN=1.3`); overrides pin
+    /// headers and the routing table.
+    pub pin: Option<MajorMinor>,
 }
 
 impl DependencyConfig {
@@ -53,6 +58,7 @@ impl DependencyConfig {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             balance: BalanceConfig::default(),
+            pin: None,
         }
     }
 
@@ -127,6 +133,18 @@ impl DependencyConfig {
             Duration::from_millis(10),
             Duration::from_secs(3_600),
         )?;
+        if let Some(pin) = env.get(&key("PIN")) {
+            let mm = MajorMinor::parse(pin)
+                .filter(|mm| mm.major == self.interface_major)
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        &key("PIN"),
+                        pin,
+                        format!("expected {}.<minor>, e.g. {}.3", self.interface_major, self.interface_major),
+                    )
+                })?;
+            self.pin = Some(mm);
+        }
         self.breaker
             .validate()
             .map_err(|e| ConfigError::invalid(&key("BREAKER_*"), "", e))?;

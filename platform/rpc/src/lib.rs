@@ -15,6 +15,7 @@ mod call;
 mod config;
 mod error;
 mod instance;
+pub mod routing;
 
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,3 +41,4 @@ pub use call::{CallOptions, Dependency, Operation};
 pub use config::DependencyConfig;
 pub use error::{RpcError, Unavailable};
 pub use instance::{Instance, InstanceId, InstanceParseError, InstanceSource, parse_instances};
+pub use routing::{InvalidRouteTable, MajorMinor, RouteTable};

@@ -4,10 +4,16 @@
 //! twelve-factor admin one-off processes run the same code against the same
 //! configuration and exit:
 //!
-//! * `dal migrate` — applies schema migrations (idempotent, safe to repeat);
+//! * `dal migrate` — applies schema migrations (versioned, idempotent, safe
+//!   to repeat and to run concurrently);
 //! * `dal seed` — writes the seed data unless already seeded;
 //! * `dal repair` — checks the denormalized tables against their source of
-//!   truth, fixes drift and prints counts found/fixed per table.
+//!   truth, and the Redis cache against the store, fixes drift and prints
+//!   counts found/fixed per table.
+//!
+//! Storage is the embedded store and an in-process cache by default,
+//! Cassandra/Scylla when `SCYLLA_NODES` is set and Redis when `REDIS_URL`
+//! is (see `config`).
 
 #![forbid(unsafe_code)]
 
@@ -23,7 +29,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use fleet_config::Env;
+use fleet_metrics::Metrics;
 use fleet_server::entry::{self, BoxError};
+
+use crate::cache::Cache;
+use crate::store::{CqlStore, Startup};
 
 pub use app::App;
 pub use config::Config;
@@ -92,16 +102,28 @@ async fn serve(config: Config, stop: tokio_util::sync::CancellationToken) -> Res
     app.run().await
 }
 
+fn admin_metrics(config: &Config) -> Metrics {
+    Metrics::new("dal", &config.server.identity.version.to_string())
+}
+
 async fn migrate(config: Config) -> Result<(), BoxError> {
-    let store = app::open_store(&config).await?;
-    let version = store.migrate().await?;
+    let version = match &config.cql {
+        None => app::open_embedded(&config).await?.migrate().await?,
+        Some(cql) => {
+            // Only a session: the statements cannot be prepared before the
+            // tables exist.
+            let store = CqlStore::start(cql.clone(), Startup::default(), &admin_metrics(&config));
+            store.wait_connected(app::ADMIN_CONNECT_WAIT).await?;
+            store.migrate().await?
+        }
+    };
     tracing::info!(schema_version = version, "migrated");
     println!("migrate: schema at version {version}");
     Ok(())
 }
 
 async fn seed(config: Config) -> Result<(), BoxError> {
-    let store = app::open_store(&config).await?;
+    let store = app::open_store(&config, &admin_metrics(&config)).await?;
     let r = store.seed(config.seed_config).await?;
     tracing::info!(
         titles = r.titles,
@@ -122,8 +144,17 @@ async fn seed(config: Config) -> Result<(), BoxError> {
 }
 
 async fn repair(config: Config) -> Result<(), BoxError> {
-    let store = app::open_store(&config).await?;
-    let report = store.repair().await?;
+    let metrics = admin_metrics(&config);
+    let store = app::open_store(&config, &metrics).await?;
+    let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
+    println!(
+        "repair: store {}, cache {}",
+        store.backend(),
+        cache.kind()
+    );
+    let mut report = store.repair().await?;
+    // The cache last: entries are compared with the repaired store.
+    report.checks.extend(cache.repair(&store).await?);
     for (what, found, fixed) in &report.checks {
         tracing::info!(table = what, found, fixed, "repair check");
         println!("repair: {what:<22} found {found:>6}  fixed {fixed:>6}");

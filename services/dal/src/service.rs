@@ -9,7 +9,7 @@ use fleet_context::RequestContext;
 use fleet_proto::dal::v1 as pb;
 use fleet_proto::dal::v1::data_access_server::DataAccess;
 
-use crate::cache::LocalCache;
+use crate::cache::Cache;
 use crate::store::{Store, StoreError};
 use crate::validate;
 
@@ -17,12 +17,12 @@ use crate::validate;
 #[derive(Clone, Debug)]
 pub struct DalService {
     store: Store,
-    cache: LocalCache,
+    cache: Cache,
 }
 
 impl DalService {
     /// A service over `store` with `cache` in front of it.
-    pub fn new(store: Store, cache: LocalCache) -> Self {
+    pub fn new(store: Store, cache: Cache) -> Self {
         Self { store, cache }
     }
 }
@@ -35,6 +35,10 @@ impl From<StoreError> for Status {
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 Status::unavailable(e.to_string())
+            }
+            StoreError::Timeout(_) => {
+                tracing::info!(error = %e, "storage query cut off by the deadline");
+                Status::deadline_exceeded(e.to_string())
             }
             StoreError::Corrupt { .. } => {
                 tracing::error!(error = %e, "corrupt record");
@@ -55,36 +59,59 @@ fn check_deadline() -> Result<(), Status> {
 }
 
 impl DalService {
-    async fn title(&self, id: &str) -> Result<Option<Arc<pb::Title>>, Status> {
-        if let Some(cached) = self.cache.title(id).await {
-            return Ok(cached);
+    /// Titles by id through the cache, one slot per id (`None`: no such
+    /// title); misses are read from the store in one call and cached,
+    /// unknown ids as "missing".
+    async fn titles(&self, ids: &[String]) -> Result<Vec<Option<Arc<pb::Title>>>, Status> {
+        let cached = self.cache.titles(ids).await;
+        let mut missing: Vec<String> = ids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let mut fetched: std::collections::HashMap<String, Arc<pb::Title>> =
+            std::collections::HashMap::new();
+        if !missing.is_empty() {
+            for t in self.store.batch_get_titles(missing.clone()).await? {
+                fetched.insert(t.id.clone(), Arc::new(t));
+            }
+            let fill = missing
+                .iter()
+                .map(|id| (id.clone(), fetched.get(id).cloned()))
+                .collect();
+            self.cache.put_titles(fill).await;
         }
-        let title = self.store.get_title(id.to_owned()).await?.map(Arc::new);
-        self.cache.put_title(id.to_owned(), title.clone()).await;
-        Ok(title)
+        Ok(ids
+            .iter()
+            .zip(cached)
+            .map(|(id, c)| match c {
+                Some(hit) => hit,
+                None => fetched.get(id).cloned(),
+            })
+            .collect())
     }
 
     async fn summaries(&self, ids: Vec<String>) -> Result<Vec<pb::RatingSummary>, Status> {
-        let mut out: Vec<Option<pb::RatingSummary>> = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in &ids {
-            let cached = self.cache.summary(id).await;
-            if cached.is_none() {
-                missing.push(id.clone());
-            }
-            out.push(cached);
-        }
+        let cached = self.cache.summaries(&ids).await;
+        let missing: Vec<String> = ids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut fetched = Vec::new();
         if !missing.is_empty() {
-            let fetched = self.store.summaries(missing).await?;
-            let mut fetched = fetched.into_iter();
-            for slot in out.iter_mut().filter(|s| s.is_none()) {
-                if let Some(s) = fetched.next() {
-                    self.cache.put_summary(s.clone()).await;
-                    *slot = Some(s);
-                }
-            }
+            fetched = self.store.summaries(missing).await?;
+            self.cache.fill_summaries(fetched.clone()).await;
         }
-        Ok(out.into_iter().flatten().collect())
+        let mut fetched = fetched.into_iter();
+        Ok(cached
+            .into_iter()
+            .filter_map(|c| c.or_else(|| fetched.next()))
+            .collect())
     }
 }
 
@@ -97,7 +124,7 @@ impl DataAccess for DalService {
         let req = request.into_inner();
         validate::id("id", &req.id)?;
         check_deadline()?;
-        match self.title(&req.id).await? {
+        match self.titles(std::slice::from_ref(&req.id)).await?.pop().flatten() {
             Some(t) => Ok(Response::new(pb::GetTitleResponse {
                 title: Some((*t).clone()),
             })),
@@ -112,36 +139,9 @@ impl DataAccess for DalService {
         let req = request.into_inner();
         validate::ids("ids", &req.ids)?;
         check_deadline()?;
-        let mut titles = Vec::with_capacity(req.ids.len());
-        let mut missing = Vec::new();
-        for id in &req.ids {
-            match self.cache.title(id).await {
-                Some(Some(t)) => titles.push(Some((*t).clone())),
-                Some(None) => titles.push(None),
-                None => {
-                    missing.push(id.clone());
-                    titles.push(None);
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let fetched = self.store.batch_get_titles(missing.clone()).await?;
-            for id in missing {
-                let found = fetched.iter().find(|t| t.id == id).cloned();
-                self.cache
-                    .put_title(id.clone(), found.clone().map(Arc::new))
-                    .await;
-                if let Some(t) = found {
-                    for (slot, want) in titles.iter_mut().zip(&req.ids) {
-                        if *want == id && slot.is_none() {
-                            *slot = Some(t.clone());
-                        }
-                    }
-                }
-            }
-        }
+        let titles = self.titles(&req.ids).await?;
         Ok(Response::new(pb::BatchGetTitlesResponse {
-            titles: titles.into_iter().flatten().collect(),
+            titles: titles.into_iter().flatten().map(|t| (*t).clone()).collect(),
         }))
     }
 
@@ -184,8 +184,9 @@ impl DataAccess for DalService {
         validate::timestamp("rating.rated_at_ms", rating.rated_at_ms)?;
         check_deadline()?;
         let outcome = self.store.put_rating(rating).await?;
-        // The store committed: the cache now holds the committed summary.
-        self.cache.put_summary(outcome.summary.clone()).await;
+        // The store committed: the cache now holds the committed summary
+        // (or, if it cannot take it, drops the stale one when it can).
+        self.cache.replace_summary(outcome.summary.clone()).await;
         tracing::debug!(
             user_id = %outcome.rating.user_id,
             title_id = %outcome.rating.title_id,

@@ -13,7 +13,6 @@
 //! in that one transaction. A duplicated or concurrent write therefore sees
 //! the other's result and can never double-count the summary.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +23,10 @@ use fleet_proto::dal::v1::{Genre, Progress, Rating, RatingSummary, Title};
 use fleet_seed::SeedConfig;
 
 use super::token::{self, Kind};
-use super::{Page, ProgressOutcome, RatingOutcome, RepairReport, SeedReport, StoreError};
+use super::{
+    Page, ProgressOutcome, RatingOutcome, RepairReport, SeedReport, StoreError, by_average_desc,
+    newer,
+};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -81,16 +83,6 @@ fn decode<M: Message + Default>(table: &'static str, bytes: &[u8]) -> Result<M, 
         table,
         reason: e.to_string(),
     })
-}
-
-/// Average ordering without floats: a/b vs c/d as a·d vs c·b.
-fn by_average_desc(a: &RatingSummary, b: &RatingSummary) -> Ordering {
-    let left = u128::from(a.stars_sum) * u128::from(b.count);
-    let right = u128::from(b.stars_sum) * u128::from(a.count);
-    right
-        .cmp(&left)
-        .then(b.count.cmp(&a.count))
-        .then_with(|| a.title_id.cmp(&b.title_id))
 }
 
 fn summary(title_id: &str, (count, stars_sum): (u64, u64)) -> RatingSummary {
@@ -555,12 +547,39 @@ impl EmbeddedStore {
         tx.commit()?;
         Ok(report)
     }
-}
 
-/// Last write wins on `(timestamp, value)`: the value breaks exact ties so
-/// every replica of the decision picks the same winner.
-fn newer(new: (i64, u32), old: (i64, u32)) -> bool {
-    new > old
+    /// Breaks every denormalized table behind the store's back (see
+    /// `Store::inject_drift`): a wrong summary, a ghost rating by title, a
+    /// ghost time-index row, a title under a wrong genre, a ghost progress
+    /// row.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn inject_drift(&self) -> Result<(), StoreError> {
+        let ghost = Rating {
+            user_id: "u_ghost".into(),
+            title_id: "t00002".into(),
+            stars: 5,
+            rated_at_ms: 1,
+        };
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(SUMMARIES)?.insert("t00001", (999, 999))?;
+            tx.open_table(RATINGS_BY_TITLE)?.insert(
+                ("t00002", "u_ghost"),
+                ghost.encode_to_vec().as_slice(),
+            )?;
+            tx.open_table(RATINGS_BY_USER_TIME)?
+                .insert(("u_ghost", 1, "t00002"), 5)?;
+            tx.open_table(TITLES_BY_GENRE)?
+                .insert(("nope", "t00001"), ())?;
+            tx.open_table(PROGRESS_BY_TIME)?
+                .insert(("u_ghost", 1, "t00001"), 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 fn apply_rating(tx: &WriteTransaction, r: &Rating) -> Result<RatingOutcome, StoreError> {
@@ -1015,24 +1034,7 @@ mod tests {
     fn repair_finds_and_fixes_drift() {
         let (_dir, store) = seeded();
         // Break every denormalized table behind the store's back.
-        let tx = store.db.begin_write().unwrap();
-        {
-            let mut s = tx.open_table(SUMMARIES).unwrap();
-            s.insert("t00001", (999, 999)).unwrap();
-            let mut bt = tx.open_table(RATINGS_BY_TITLE).unwrap();
-            bt.insert(
-                ("t00002", "u_ghost"),
-                rating("u_ghost", "t00002", 5, 1).encode_to_vec().as_slice(),
-            )
-            .unwrap();
-            let mut idx = tx.open_table(RATINGS_BY_USER_TIME).unwrap();
-            idx.insert(("u_ghost", 1, "t00002"), 5).unwrap();
-            let mut g = tx.open_table(TITLES_BY_GENRE).unwrap();
-            g.insert(("nope", "t00001"), ()).unwrap();
-            let mut pt = tx.open_table(PROGRESS_BY_TIME).unwrap();
-            pt.insert(("u_ghost", 1, "t00001"), 1).unwrap();
-        }
-        tx.commit().unwrap();
+        store.inject_drift().unwrap();
         let report = store.repair().unwrap();
         assert!(report.found() >= 5, "{report:?}");
         assert_eq!(report.found(), report.fixed());

@@ -5,7 +5,13 @@
 //! ratings by title, one rating summary per title, viewing progress by user
 //! (newest first). [`Store`] is the one type the gRPC service talks to; each
 //! backend is a variant, so adding one never touches the handlers.
+//!
+//! Two backends answer every method identically (one test suite runs
+//! against both): [`EmbeddedStore`] (redb, the default) and [`CqlStore`]
+//! (Cassandra/Scylla through the `scylla` driver, when `SCYLLA_NODES` is
+//! set).
 
+pub mod cql;
 pub mod embedded;
 pub mod token;
 
@@ -14,6 +20,7 @@ use std::sync::Arc;
 use fleet_proto::dal::v1::{Genre, Progress, Rating, RatingSummary, Title};
 use fleet_seed::SeedConfig;
 
+pub use cql::{CqlConfig, CqlStore, Startup};
 pub use embedded::EmbeddedStore;
 
 /// Why a storage operation failed.
@@ -28,6 +35,9 @@ pub enum StoreError {
     /// The store is unreachable or refused the operation.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The caller's deadline passed before the store answered.
+    #[error("storage did not answer within the caller's deadline: {0}")]
+    Timeout(String),
     /// Data in the store could not be decoded.
     #[error("corrupt record in {table}: {reason}")]
     Corrupt {
@@ -90,11 +100,14 @@ pub struct Page<T> {
     pub next: Option<Vec<u8>>,
 }
 
+/// One check of a repair run: `(what, found, fixed)`.
+pub type Check = (&'static str, u64, u64);
+
 /// Counts from a check/repair run, per table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepairReport {
     /// `(what, found, fixed)` per kind of drift checked.
-    pub checks: Vec<(&'static str, u64, u64)>,
+    pub checks: Vec<Check>,
 }
 
 impl RepairReport {
@@ -127,6 +140,26 @@ pub struct SeedReport {
 pub enum Store {
     /// The embedded default: a redb file under `DATA_DIR`.
     Embedded(Arc<EmbeddedStore>),
+    /// Cassandra/Scylla (`SCYLLA_NODES`).
+    Cql(Arc<CqlStore>),
+}
+
+/// Last write wins on `(timestamp, value)`: the value breaks exact ties so
+/// every replica of the decision picks the same winner. Both backends
+/// decide with this one function.
+pub(crate) fn newer(new: (i64, u32), old: (i64, u32)) -> bool {
+    new > old
+}
+
+/// Best first: by average (compared without floats, a/b vs c/d as a·d vs
+/// c·b), then by count, then by id.
+pub(crate) fn by_average_desc(a: &RatingSummary, b: &RatingSummary) -> std::cmp::Ordering {
+    let left = u128::from(a.stars_sum) * u128::from(b.count);
+    let right = u128::from(b.stars_sum) * u128::from(a.count);
+    right
+        .cmp(&left)
+        .then(b.count.cmp(&a.count))
+        .then_with(|| a.title_id.cmp(&b.title_id))
 }
 
 /// Runs a blocking store call off the async workers.
@@ -149,6 +182,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, EmbeddedStore::ping).await,
+            Self::Cql(s) => s.ping().await,
         }
     }
 
@@ -159,6 +193,7 @@ impl Store {
     pub async fn get_title(&self, id: String) -> Result<Option<Title>, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.get_title(&id)).await,
+            Self::Cql(s) => s.get_title(&id).await,
         }
     }
 
@@ -169,6 +204,7 @@ impl Store {
     pub async fn batch_get_titles(&self, ids: Vec<String>) -> Result<Vec<Title>, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.batch_get_titles(&ids)).await,
+            Self::Cql(s) => s.batch_get_titles(&ids).await,
         }
     }
 
@@ -189,6 +225,10 @@ impl Store {
                 })
                 .await
             }
+            Self::Cql(s) => {
+                s.list_titles(genre.as_deref(), limit, token.as_deref())
+                    .await
+            }
         }
     }
 
@@ -199,6 +239,7 @@ impl Store {
     pub async fn list_genres(&self) -> Result<Vec<Genre>, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, EmbeddedStore::list_genres).await,
+            Self::Cql(s) => s.list_genres().await,
         }
     }
 
@@ -210,6 +251,7 @@ impl Store {
     pub async fn put_rating(&self, rating: Rating) -> Result<RatingOutcome, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.put_rating(&rating)).await,
+            Self::Cql(s) => s.put_rating(&rating).await,
         }
     }
 
@@ -229,6 +271,10 @@ impl Store {
                     s.list_ratings_by_user(&user_id, limit, token.as_deref())
                 })
                 .await
+            }
+            Self::Cql(s) => {
+                s.list_ratings_by_user(&user_id, limit, token.as_deref())
+                    .await
             }
         }
     }
@@ -250,6 +296,10 @@ impl Store {
                 })
                 .await
             }
+            Self::Cql(s) => {
+                s.list_ratings_by_title(&title_id, limit, token.as_deref())
+                    .await
+            }
         }
     }
 
@@ -260,6 +310,7 @@ impl Store {
     pub async fn summaries(&self, ids: Vec<String>) -> Result<Vec<RatingSummary>, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.summaries(&ids)).await,
+            Self::Cql(s) => s.summaries(&ids).await,
         }
     }
 
@@ -277,6 +328,7 @@ impl Store {
             Self::Embedded(s) => {
                 blocking(s, move |s| s.top_rated(limit, genre.as_deref(), min_count)).await
             }
+            Self::Cql(s) => s.top_rated(limit, genre.as_deref(), min_count).await,
         }
     }
 
@@ -287,6 +339,7 @@ impl Store {
     pub async fn put_progress(&self, progress: Progress) -> Result<ProgressOutcome, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.put_progress(&progress)).await,
+            Self::Cql(s) => s.put_progress(&progress).await,
         }
     }
 
@@ -301,6 +354,7 @@ impl Store {
     ) -> Result<Vec<Progress>, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.list_progress(&user_id, limit)).await,
+            Self::Cql(s) => s.list_progress(&user_id, limit).await,
         }
     }
 
@@ -311,6 +365,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<u64, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, EmbeddedStore::migrate).await,
+            Self::Cql(s) => s.migrate().await,
         }
     }
 
@@ -321,16 +376,41 @@ impl Store {
     pub async fn seed(&self, cfg: SeedConfig) -> Result<SeedReport, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, move |s| s.seed(&cfg)).await,
+            Self::Cql(s) => s.seed(&cfg).await,
         }
     }
 
-    /// Finds and fixes drift between the denormalized tables.
+    /// Finds and fixes drift between the denormalized tables (not the
+    /// cache: see [`crate::cache::Cache::repair`]).
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn repair(&self) -> Result<RepairReport, StoreError> {
         match self {
             Self::Embedded(s) => blocking(s, EmbeddedStore::repair).await,
+            Self::Cql(s) => s.repair().await,
+        }
+    }
+
+    /// Which backend this is, for logs and reports.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Cql(_) => "cassandra",
+        }
+    }
+
+    /// Damages every denormalized table behind the store's back (and only
+    /// that: every source of truth stays intact), so tests can check that
+    /// `repair` finds and fixes at least five kinds of drift.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    #[cfg(feature = "test-util")]
+    pub async fn inject_drift(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Embedded(s) => blocking(s, EmbeddedStore::inject_drift).await,
+            Self::Cql(s) => s.inject_drift().await,
         }
     }
 }

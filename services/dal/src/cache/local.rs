@@ -9,69 +9,19 @@
 //! after the store commits, so a reader never sees an older summary than the
 //! write it just made.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use fleet_metrics::Metrics;
 use fleet_proto::dal::v1::{RatingSummary, Title};
 
-/// Cache sizes and lifetimes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CacheConfig {
-    /// Most entries per cache; `CACHE_CAPACITY`, default 100 000.
-    pub capacity: u64,
-    /// Lifetime of a cached title; `CACHE_TITLE_TTL`, default 5 min.
-    pub title_ttl: Duration,
-    /// Lifetime of a cached summary; `CACHE_SUMMARY_TTL`, default 30 s.
-    pub summary_ttl: Duration,
-    /// Lifetime of a cached "no such title"; `CACHE_NEGATIVE_TTL`, default 2 s.
-    pub negative_ttl: Duration,
-    /// Relative spread of TTLs (0.1 = ±10 %); `CACHE_TTL_JITTER`.
-    pub jitter: f64,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            capacity: 100_000,
-            title_ttl: Duration::from_secs(300),
-            summary_ttl: Duration::from_secs(30),
-            negative_ttl: Duration::from_secs(2),
-            jitter: 0.1,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabels {
-    cache: &'static str,
-    result: &'static str,
-}
-
-/// Per-key TTL: base ± jitter, derived from a per-process random hash of
-/// the key (no RNG on the hot path, still different on every instance).
-struct Jittered<F> {
-    hasher: RandomState,
-    jitter: f64,
-    ttl: F,
-}
-
-impl<F> Jittered<F> {
-    fn spread(&self, key: &str, base: Duration) -> Duration {
-        let h = self.hasher.hash_one(key);
-        // h mapped to [-1, 1).
-        #[allow(clippy::cast_precision_loss)]
-        let unit = (h % 2_000_001) as f64 / 1_000_000.0 - 1.0;
-        base.mul_f64((1.0 + unit * self.jitter).max(0.01))
-    }
-}
+use super::{CacheConfig, CacheLabels, Jittered};
 
 impl Expiry<String, Option<Arc<Title>>> for Jittered<CacheConfig> {
     fn expire_after_create(
@@ -146,12 +96,7 @@ impl LocalCache {
                 ttl: config.summary_ttl,
             })
             .build();
-        let lookups = Family::<CacheLabels, Counter>::default();
-        metrics.register(
-            "dal_cache_lookups",
-            "Look-aside cache lookups by cache and result (hit, negative_hit, miss)",
-            lookups.clone(),
-        );
+        let lookups = super::lookups_family(metrics);
         Self {
             titles,
             summaries,
@@ -223,20 +168,4 @@ mod tests {
         assert_eq!(cache.summary("t2").await, None);
     }
 
-    #[test]
-    fn jitter_stays_within_bounds() {
-        let j = Jittered {
-            hasher: RandomState::new(),
-            jitter: 0.1,
-            ttl: (),
-        };
-        let base = Duration::from_secs(100);
-        let spread: Vec<_> = (0..200).map(|i| j.spread(&format!("k{i}"), base)).collect();
-        assert!(
-            spread
-                .iter()
-                .all(|d| *d >= Duration::from_secs(90) && *d <= Duration::from_secs(110))
-        );
-        assert!(spread.iter().any(|d| *d != spread[0]), "keys spread out");
-    }
 }

@@ -1,0 +1,5 @@
+//! `fleet`: see the library docs.
+
+fn main() -> std::process::ExitCode {
+    fleet::main()
+}

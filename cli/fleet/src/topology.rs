@@ -1,0 +1,346 @@
+//! The whole system as local processes, started in dependency order.
+//!
+//! dal first, then catalog (1.2.x and 1.3.x side by side) and ratings, then
+//! the edge. Each tier is started, then waited on until ready, before the
+//! next one is given its addresses (static discovery: the embedded default).
+//! Shutdown runs in reverse: the edge drains first, the dal last.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::supervisor::{ChildSpec, RunningChild, SupervisorError};
+
+/// The catalog release that runs as "1.2.x".
+pub const CATALOG_V1_2: &str = "1.2.4";
+/// The catalog release that runs as "1.3.x" (adds badges).
+pub const CATALOG_V1_3: &str = "1.3.0";
+/// The version of the single-version services.
+pub const V1: &str = "1.0.0";
+
+/// How each instance's program is found.
+#[derive(Clone, Debug)]
+pub enum Launcher {
+    /// One binary that runs any service as `<exe> service <name>` (the
+    /// `fleet` tool itself).
+    MultiCall(PathBuf),
+    /// One binary per service, named after it, in this directory.
+    Binaries(PathBuf),
+}
+
+impl Launcher {
+    fn command(&self, service: &str) -> (PathBuf, Vec<String>) {
+        match self {
+            Self::MultiCall(exe) => (exe.clone(), vec!["service".into(), service.into()]),
+            Self::Binaries(dir) => (dir.join(service), Vec::new()),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TopologyOptions {
+    /// Where the edge listens.
+    pub edge_addr: SocketAddr,
+    /// Data (the dal's store), logs and the run directory live here.
+    pub data_dir: PathBuf,
+    /// dal instances (more than one needs a shared store: `SCYLLA_NODES`).
+    pub dal: u32,
+    /// catalog 1.2.x instances.
+    pub catalog_v1_2: u32,
+    /// catalog 1.3.x instances.
+    pub catalog_v1_3: u32,
+    /// ratings instances.
+    pub ratings: u32,
+    /// How programs are found.
+    pub launcher: Launcher,
+    /// Token every instance's admin port requires for changes.
+    pub admin_token: String,
+    /// Environment given to every instance on top of the inherited one.
+    pub extra_env: Vec<(String, String)>,
+    /// Limit for each instance to start listening and to become ready.
+    pub ready_timeout: Duration,
+}
+
+/// Why the topology could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The options do not describe a runnable system.
+    #[error("{0}")]
+    Invalid(String),
+    /// An instance failed to start or become ready.
+    #[error(transparent)]
+    Instance(#[from] SupervisorError),
+}
+
+/// One line of the embedded registry (`run/registry.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistryEntry {
+    /// Service name.
+    pub service: String,
+    /// Version.
+    pub version: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Main address.
+    pub addr: String,
+    /// Admin address.
+    pub admin_addr: String,
+    /// Process id.
+    pub pid: u32,
+    /// Zone.
+    pub zone: String,
+}
+
+/// The running system.
+#[derive(Debug)]
+pub struct Topology {
+    opts: TopologyOptions,
+    tiers: Vec<Vec<RunningChild>>,
+}
+
+impl Topology {
+    /// Starts every instance, tier by tier, each tier ready before the next.
+    /// On failure, what was started is stopped again.
+    ///
+    /// # Errors
+    /// [`TopologyError`] naming the instance that failed, with its output.
+    pub async fn start(opts: TopologyOptions) -> Result<Self, TopologyError> {
+        validate(&opts)?;
+        let mut topo = Self {
+            opts,
+            tiers: Vec::new(),
+        };
+        match topo.start_tiers().await {
+            Ok(()) => Ok(topo),
+            Err(e) => {
+                topo.stop(Duration::from_secs(5)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_tiers(&mut self) -> Result<(), TopologyError> {
+        let o = self.opts.clone();
+        let dal_data = o.data_dir.join("dal");
+        let dal_specs: Vec<ChildSpec> = (1..=o.dal)
+            .map(|n| {
+                self.spec("dal", V1, &format!("dal-{n}"), vec![
+                    ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                    ("DATA_DIR".into(), path_str(&dal_data)),
+                ])
+            })
+            .collect();
+        self.start_tier(dal_specs).await?;
+        let dal_addrs = self.addrs("dal", false);
+
+        let mut mid = Vec::new();
+        for (version, count, tag) in [
+            (CATALOG_V1_2, o.catalog_v1_2, "v12"),
+            (CATALOG_V1_3, o.catalog_v1_3, "v13"),
+        ] {
+            for n in 1..=count {
+                mid.push(self.spec("catalog", version, &format!("catalog-{tag}-{n}"), vec![
+                    ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                    ("DAL_ADDRS".into(), dal_addrs.clone()),
+                ]));
+            }
+        }
+        for n in 1..=o.ratings {
+            mid.push(self.spec("ratings", V1, &format!("ratings-{n}"), vec![
+                ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                ("DAL_ADDRS".into(), dal_addrs.clone()),
+            ]));
+        }
+        self.start_tier(mid).await?;
+
+        let edge = self.spec("edge", V1, "edge-1", vec![
+            ("HTTP_ADDR".into(), o.edge_addr.to_string()),
+            ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
+            ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
+        ]);
+        self.start_tier(vec![edge]).await?;
+        Ok(())
+    }
+
+    fn spec(&self, service: &str, version: &str, id: &str, mut env: Vec<(String, String)>) -> ChildSpec {
+        let (program, args) = self.opts.launcher.command(service);
+        env.extend([
+            ("SERVICE_VERSION".into(), version.into()),
+            ("INSTANCE_ID".into(), id.into()),
+            ("ADMIN_ADDR".into(), "127.0.0.1:0".into()),
+            ("ADMIN_TOKEN".into(), self.opts.admin_token.clone()),
+            ("ZONE".into(), "local".into()),
+        ]);
+        env.extend(self.opts.extra_env.iter().cloned());
+        ChildSpec {
+            instance_id: id.into(),
+            service: service.into(),
+            version: version.into(),
+            program,
+            args,
+            env,
+            log_path: Some(self.opts.data_dir.join("logs").join(format!("{id}.log"))),
+        }
+    }
+
+    async fn start_tier(&mut self, specs: Vec<ChildSpec>) -> Result<(), TopologyError> {
+        let timeout = self.opts.ready_timeout;
+        let started = futures::future::join_all(specs.into_iter().map(|s| RunningChild::start(s, timeout))).await;
+        let mut tier = Vec::new();
+        let mut first_err = None;
+        for r in started {
+            match r {
+                Ok(c) => tier.push(c),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if first_err.is_none() {
+            for child in &mut tier {
+                if let Err(e) = child.wait_ready(timeout).await {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        self.tiers.push(tier);
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// `addr[@version],…` of every running instance of `service`.
+    fn addrs(&self, service: &str, with_version: bool) -> String {
+        self.instances()
+            .filter(|c| c.spec.service == service)
+            .map(|c| {
+                if with_version {
+                    format!("{}@{}", c.bound.addr, c.spec.version)
+                } else {
+                    c.bound.addr.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every instance, in start order.
+    pub fn instances(&self) -> impl Iterator<Item = &RunningChild> {
+        self.tiers.iter().flatten()
+    }
+
+    /// Every instance, mutably.
+    pub fn instances_mut(&mut self) -> impl Iterator<Item = &mut RunningChild> {
+        self.tiers.iter_mut().flatten()
+    }
+
+    /// The instance with this id.
+    pub fn instance_mut(&mut self, id: &str) -> Option<&mut RunningChild> {
+        self.instances_mut().find(|c| c.spec.instance_id == id)
+    }
+
+    /// The edge's HTTP address.
+    pub fn edge_addr(&self) -> Option<SocketAddr> {
+        self.instances()
+            .find(|c| c.spec.service == "edge")
+            .map(|c| c.bound.addr)
+    }
+
+    /// The embedded registry: every instance with its addresses.
+    pub fn registry(&self) -> Vec<RegistryEntry> {
+        self.instances()
+            .map(|c| RegistryEntry {
+                service: c.spec.service.clone(),
+                version: c.spec.version.clone(),
+                instance_id: c.spec.instance_id.clone(),
+                addr: c.bound.addr.to_string(),
+                admin_addr: c.bound.admin_addr.to_string(),
+                pid: c.pid,
+                zone: "local".into(),
+            })
+            .collect()
+    }
+
+    /// Stops `id` gracefully and starts it again on the same addresses and
+    /// data (callers keep their static address lists).
+    ///
+    /// # Errors
+    /// [`TopologyError`] when it cannot be stopped or restarted.
+    pub async fn restart(&mut self, id: &str, grace: Duration) -> Result<(), TopologyError> {
+        let timeout = self.opts.ready_timeout;
+        let Some((t, i)) = self.tiers.iter().enumerate().find_map(|(t, tier)| {
+            tier.iter()
+                .position(|c| c.spec.instance_id == id)
+                .map(|i| (t, i))
+        }) else {
+            return Err(TopologyError::Invalid(format!("no instance {id}")));
+        };
+        let child = self
+            .tiers
+            .get_mut(t)
+            .and_then(|tier| tier.get_mut(i))
+            .ok_or_else(|| TopologyError::Invalid(format!("no instance {id}")))?;
+        child.stop(grace).await?;
+        let mut spec = child.spec.clone();
+        let key = if spec.service == "edge" { "HTTP_ADDR" } else { "GRPC_ADDR" };
+        let (addr, admin) = (child.bound.addr.to_string(), child.bound.admin_addr.to_string());
+        for (k, v) in &mut spec.env {
+            if k == key {
+                v.clone_from(&addr);
+            } else if k == "ADMIN_ADDR" {
+                v.clone_from(&admin);
+            }
+        }
+        let mut fresh = RunningChild::start(spec, timeout).await?;
+        fresh.wait_ready(timeout).await?;
+        *child = fresh;
+        Ok(())
+    }
+
+    /// Stops every instance, the edge first and the dal last, each with up
+    /// to `grace` to drain. Returns (instance, exit status, killed).
+    pub async fn stop(&mut self, grace: Duration) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for tier in self.tiers.iter_mut().rev() {
+            let stops = futures::future::join_all(tier.iter_mut().map(|c| async move {
+                let id = c.spec.instance_id.clone();
+                match c.stop(grace).await {
+                    Ok((status, killed)) => (id, status.to_string(), killed),
+                    Err(e) => (id, e.to_string(), true),
+                }
+            }))
+            .await;
+            out.extend(stops);
+        }
+        self.tiers.clear();
+        out
+    }
+}
+
+fn validate(o: &TopologyOptions) -> Result<(), TopologyError> {
+    if o.catalog_v1_2 + o.catalog_v1_3 == 0 {
+        return Err(TopologyError::Invalid(
+            "at least one catalog instance is needed (--catalog-v1-2 / --catalog-v1-3)".into(),
+        ));
+    }
+    if o.ratings == 0 || o.dal == 0 {
+        return Err(TopologyError::Invalid("at least one ratings and one dal instance are needed".into()));
+    }
+    let shared_store = o.extra_env.iter().any(|(k, _)| k == "SCYLLA_NODES")
+        || std::env::var_os("SCYLLA_NODES").is_some();
+    if o.dal > 1 && !shared_store {
+        return Err(TopologyError::Invalid(
+            "the embedded store belongs to one dal instance; set SCYLLA_NODES to run more than one".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,147 @@
+//! `fleet up`: the whole system as local processes on embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::topology::{Launcher, Topology, TopologyOptions};
+
+/// Flags of `fleet up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the edge listens (the only public door).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub edge_addr: SocketAddr,
+    /// Where data, logs and run files live.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// dal instances (more than one needs SCYLLA_NODES: a shared store).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub dal: u32,
+    /// catalog 1.2.x instances.
+    #[arg(long = "catalog-v1-2", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub catalog_v1_2: u32,
+    /// catalog 1.3.x instances (1.3 adds badges to titles).
+    #[arg(long = "catalog-v1-3", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub catalog_v1_3: u32,
+    /// ratings instances.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub ratings: u32,
+    /// How long each instance may take to become ready.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// How long each instance may take to drain at shutdown.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+}
+
+/// Runs `fleet up` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// When the data directory cannot be prepared or an instance fails to start.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("failed to resolve --data-dir {}", args.data_dir.display()))?;
+    let run_dir = data_dir.join("run");
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("failed to create {}", run_dir.display()))?;
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    write_private(&run_dir.join("admin-token"), &admin_token)?;
+    let exe = std::env::current_exe().context("failed to find the fleet executable")?;
+
+    println!("fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
+        args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr);
+    let mut topo = Topology::start(TopologyOptions {
+        edge_addr: args.edge_addr,
+        data_dir: data_dir.clone(),
+        dal: args.dal,
+        catalog_v1_2: args.catalog_v1_2,
+        catalog_v1_3: args.catalog_v1_3,
+        ratings: args.ratings,
+        launcher: Launcher::MultiCall(exe),
+        admin_token,
+        extra_env: Vec::new(),
+        ready_timeout: args.ready_timeout,
+    })
+    .await
+    .context("the system did not start")?;
+    let elapsed = started.elapsed();
+
+    let registry = topo.registry();
+    let registry_path = run_dir.join("registry.json");
+    std::fs::write(&registry_path, serde_json::to_vec_pretty(&registry)?)
+        .with_context(|| format!("failed to write {}", registry_path.display()))?;
+
+    println!();
+    println!("{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}", "INSTANCE", "SERVICE", "VERSION", "ADDRESS", "ADMIN", "PID");
+    for e in &registry {
+        println!("{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}", e.instance_id, e.service, e.version, e.addr, e.admin_addr, e.pid);
+    }
+    println!();
+    println!("all {} instances ready in {:.2}s", registry.len(), elapsed.as_secs_f64());
+    if let Some(edge) = topo.edge_addr() {
+        println!("edge: http://{edge}/api/v1/titles/t00001   (OpenAPI: http://{edge}/api/v1/openapi.json)");
+    }
+    println!("logs: {}   registry: {}", data_dir.join("logs").display(), registry_path.display());
+    println!("press Ctrl-C to stop");
+
+    wait_for_stop(&mut topo).await;
+    println!("fleet: stopping (edge first, dal last) …");
+    let mut clean = true;
+    for (id, status, killed) in topo.stop(args.grace).await {
+        if killed {
+            clean = false;
+            println!("  {id}: killed after the grace period ({status})");
+        } else {
+            println!("  {id}: {status}");
+        }
+    }
+    let _ = std::fs::remove_file(&registry_path);
+    if clean {
+        println!("fleet: stopped cleanly");
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C / SIGTERM, reporting instances that exit meanwhile.
+async fn wait_for_stop(topo: &mut Topology) {
+    let mut reported = std::collections::HashSet::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                for child in topo.instances_mut() {
+                    if let Some(status) = child.try_exit_status()
+                        && reported.insert(child.spec.instance_id.clone())
+                    {
+                        eprintln!(
+                            "fleet: {} exited unexpectedly ({status}); the others keep running. Last output:\n{}",
+                            child.spec.instance_id,
+                            child.tail()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(())
+}
