@@ -1,1 +1,140 @@
-//! placeholder
+//! `fleet up` as a user runs it: one command, the whole system, Ctrl-C or
+//! SIGTERM to stop, data kept between runs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fleet_edge_client::{EdgeClient, RequestOptions};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Starts `fleet up` and waits for its "all N instances ready" line.
+async fn up(data: &std::path::Path, edge: &str) -> (Child, Vec<String>) {
+    let fleet = fleet_tests::bin_dir().join("fleet");
+    let mut child = Command::new(fleet)
+        .args(["up", "--edge-addr", edge, "--data-dir"])
+        .arg(data)
+        .args([
+            "--catalog-v1-2",
+            "1",
+            "--catalog-v1-3",
+            "1",
+            "--ratings",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.starts_with("all ") && line.contains("instances ready");
+            seen.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(ready, Ok(true)),
+        "fleet up did not get ready: {seen:#?}"
+    );
+    // Keep draining stdout so the tool never blocks on a full pipe.
+    let out = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+    drop(out);
+    (child, seen)
+}
+
+async fn stop(mut child: Child) {
+    let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("fleet up stopped within a minute")
+        .unwrap();
+    assert!(status.success(), "fleet up exited with {status}");
+}
+
+#[tokio::test]
+async fn fleet_up_runs_the_system_and_keeps_its_data_between_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let edge = free_addr();
+    let (child, out) = up(data.path(), &edge).await;
+    for service in ["dal", "catalog", "ratings", "edge"] {
+        assert!(
+            out.iter().any(|l| l.contains(service)),
+            "{service} listed: {out:#?}"
+        );
+    }
+    assert!(data.path().join("run/registry.json").exists());
+    assert!(data.path().join("run/admin-token").exists());
+    let c = EdgeClient::new(&format!("http://{edge}")).unwrap();
+    let o = RequestOptions::default();
+    assert_eq!(
+        c.get_title("t00001", &o).await.unwrap().value.title.id,
+        "t00001"
+    );
+    let rated = c
+        .rate_title("up-user", "t00777", 2, &o)
+        .await
+        .unwrap()
+        .value;
+    assert!(rated.applied);
+    stop(child).await;
+    assert!(
+        !data.path().join("run/registry.json").exists(),
+        "registry removed on stop"
+    );
+
+    // Second run on the same data directory: the rating is still there.
+    let (child, _) = up(data.path(), &edge).await;
+    let mine = c
+        .list_ratings("up-user", None, None, &o)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(mine.items.len(), 1);
+    assert_eq!(mine.items[0].title_id, "t00777");
+    stop(child).await;
+}
+
+#[tokio::test]
+async fn fleet_up_refuses_bad_flags_before_starting_anything() {
+    let fleet = fleet_tests::bin_dir().join("fleet");
+    for args in [
+        vec!["up", "--ratings", "0"],
+        vec!["up", "--edge-addr", "not-an-address"],
+        vec!["up", "--ready-timeout", "soon"],
+        vec!["up", "--dal", "2"],
+    ] {
+        let out = Command::new(&fleet)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(tempfile::tempdir().unwrap().path())
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -1,1 +1,119 @@
-//! placeholder
+//! The real binaries on loopback, started exactly as `fleet up` starts them,
+//! driven through the edge's driver client.
+
+use std::time::Duration;
+
+use fleet_edge_client::{EdgeClient, RequestOptions};
+use fleet_tests::{Size, System};
+
+fn opts() -> RequestOptions {
+    RequestOptions::default()
+}
+
+#[tokio::test]
+async fn the_whole_system_serves_every_route_and_stops_cleanly() {
+    let mut sys = System::start(Size::default()).await;
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+
+    let t = c.get_title("t00010", &opts()).await.unwrap();
+    assert_eq!(t.value.title.id, "t00010");
+    assert!(t.value.degraded.is_empty(), "{:?}", t.value.degraded);
+    let page = c
+        .list_titles(Some("comedy"), Some(3), None, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(page.items.len(), 3);
+    let next = c
+        .list_titles(
+            Some("comedy"),
+            Some(3),
+            page.next_cursor.as_deref(),
+            &opts(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert!(next.items[0].id > page.items[2].id, "the cursor moves on");
+
+    let rated = c
+        .rate_title("e2e-user", "t00010", 5, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert!(rated.applied);
+    let p = c
+        .record_progress("e2e-user", "t00010", 300, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert!(p.applied);
+    let home = c.home("e2e-user", &opts()).await.unwrap().value;
+    assert!(home.degraded.is_empty(), "{:?}", home.degraded);
+    assert_eq!(home.rows[0].items[0].title.id, "t00010");
+    let mine = c
+        .list_ratings("e2e-user", None, None, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(mine.items[0].stars, 5);
+
+    // Both catalog versions serve, side by side.
+    let mut versions = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = c.get_title("t00011", &opts()).await.unwrap();
+        versions.extend(
+            r.served_by
+                .iter()
+                .filter(|s| s.starts_with("catalog/"))
+                .map(|s| s.split('/').nth(1).unwrap_or_default().to_owned()),
+        );
+    }
+    assert_eq!(
+        versions.into_iter().collect::<Vec<_>>(),
+        ["1.2.4", "1.3.0"],
+        "both catalog releases took traffic"
+    );
+    assert!(sys.served_calls("dal").await > 0);
+
+    // SIGTERM drains every instance: each exits 0 within its grace period.
+    for (id, status, killed) in sys.topology.stop(Duration::from_secs(10)).await {
+        assert!(!killed, "{id} had to be killed ({status})");
+        assert!(status.contains("exit status: 0"), "{id}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn losing_a_ratings_instance_costs_no_request() {
+    let mut sys = System::start(Size::default()).await;
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    // Ordinary traffic first: it earns the retry budget (retries are at
+    // most 10% of requests) that failing over will spend.
+    for _ in 0..80 {
+        c.list_ratings("u00001", Some(1), None, &opts())
+            .await
+            .unwrap();
+    }
+    let victim = sys
+        .topology
+        .instances()
+        .find(|i| i.spec.service == "ratings")
+        .map(|i| i.spec.instance_id.clone())
+        .unwrap();
+    sys.topology.instance_mut(&victim).unwrap().kill().unwrap();
+
+    // Every write still succeeds: retried on the other instance, and the
+    // dead one is ejected.
+    for n in 0..40u32 {
+        let title = format!("t{:05}", 100 + n);
+        let r = c.rate_title("e2e-kill", &title, 1 + n % 5, &opts()).await;
+        assert!(r.is_ok(), "write {n} failed: {r:?}");
+    }
+    let mine = c
+        .list_ratings("e2e-kill", Some(100), None, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(mine.items.len(), 40, "every acknowledged write is stored");
+    sys.topology.stop(Duration::from_secs(10)).await;
+}

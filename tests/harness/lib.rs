@@ -89,7 +89,10 @@ impl System {
 
     /// The edge's base URL.
     pub fn edge_url(&self) -> String {
-        format!("http://{}", self.topology.edge_addr().expect("edge running"))
+        format!(
+            "http://{}",
+            self.topology.edge_addr().expect("edge running")
+        )
     }
 
     /// Admin addresses of every instance of `service`.
@@ -112,7 +115,11 @@ impl System {
                 .text()
                 .await
                 .expect("metrics body");
-            total += sum_counter(&text, "fleet_rpc_server_requests_total", &["operation=\"Check\""]);
+            total += sum_counter(
+                &text,
+                "fleet_rpc_server_requests_total",
+                &["operation=\"Check\""],
+            );
         }
         total
     }
@@ -136,6 +143,13 @@ mod tests {
     #[test]
     fn counters_are_summed_with_exclusions() {
         let text = "# HELP x\nfleet_rpc_server_requests_total{operation=\"GetTitle\",code=\"OK\"} 3\nfleet_rpc_server_requests_total{operation=\"Check\",code=\"OK\"} 7\nfleet_rpc_server_requests_total_other{a=\"b\"} 9\n";
-        assert_eq!(sum_counter(text, "fleet_rpc_server_requests_total", &["operation=\"Check\""]), 3);
+        assert_eq!(
+            sum_counter(
+                text,
+                "fleet_rpc_server_requests_total",
+                &["operation=\"Check\""]
+            ),
+            3
+        );
     }
 }

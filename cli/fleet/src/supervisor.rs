@@ -275,10 +275,13 @@ impl RunningChild {
     /// # Errors
     /// [`SupervisorError::Wait`].
     pub async fn wait(&mut self) -> Result<ExitStatus, SupervisorError> {
-        self.child.wait().await.map_err(|source| SupervisorError::Wait {
-            instance: self.spec.instance_id.clone(),
-            source,
-        })
+        self.child
+            .wait()
+            .await
+            .map_err(|source| SupervisorError::Wait {
+                instance: self.spec.instance_id.clone(),
+                source,
+            })
     }
 
     /// Whether it has exited (without waiting).
@@ -297,10 +300,12 @@ impl RunningChild {
         }
         self.terminate()?;
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(r) => r.map(|s| (s, false)).map_err(|source| SupervisorError::Wait {
-                instance: self.spec.instance_id.clone(),
-                source,
-            }),
+            Ok(r) => r
+                .map(|s| (s, false))
+                .map_err(|source| SupervisorError::Wait {
+                    instance: self.spec.instance_id.clone(),
+                    source,
+                }),
             Err(_) => {
                 self.kill()?;
                 self.wait().await.map(|s| (s, true))
@@ -367,7 +372,10 @@ mod tests {
         );
         assert_eq!(parse_listening(r#"{"message":"ready"}"#), None);
         assert_eq!(parse_listening("not json"), None);
-        assert_eq!(parse_listening(r#"{"message":"listening","addr":"x"}"#), None);
+        assert_eq!(
+            parse_listening(r#"{"message":"listening","addr":"x"}"#),
+            None
+        );
     }
 
     #[tokio::test]
@@ -377,11 +385,16 @@ mod tests {
             service: "sh".into(),
             version: "0".into(),
             program: "/bin/sh".into(),
-            args: vec!["-c".into(), "echo 'GRPC_ADDR is invalid' >&2; exit 64".into()],
+            args: vec![
+                "-c".into(),
+                "echo 'GRPC_ADDR is invalid' >&2; exit 64".into(),
+            ],
             env: vec![],
             log_path: None,
         };
-        let err = RunningChild::start(spec, Duration::from_secs(10)).await.unwrap_err();
+        let err = RunningChild::start(spec, Duration::from_secs(10))
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("exit status: 64"), "{msg}");
         assert!(msg.contains("GRPC_ADDR is invalid"), "{msg}");
@@ -401,7 +414,9 @@ mod tests {
             env: vec![],
             log_path: None,
         };
-        let mut child = RunningChild::start(spec, Duration::from_secs(10)).await.unwrap();
+        let mut child = RunningChild::start(spec, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(child.bound.addr.port(), 1);
         let (status, killed) = child.stop(Duration::from_secs(5)).await.unwrap();
         assert!(status.success(), "{status}");

@@ -127,10 +127,15 @@ impl Topology {
         let dal_data = o.data_dir.join("dal");
         let dal_specs: Vec<ChildSpec> = (1..=o.dal)
             .map(|n| {
-                self.spec("dal", V1, &format!("dal-{n}"), vec![
-                    ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
-                    ("DATA_DIR".into(), path_str(&dal_data)),
-                ])
+                self.spec(
+                    "dal",
+                    V1,
+                    &format!("dal-{n}"),
+                    vec![
+                        ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                        ("DATA_DIR".into(), path_str(&dal_data)),
+                    ],
+                )
             })
             .collect();
         self.start_tier(dal_specs).await?;
@@ -142,30 +147,51 @@ impl Topology {
             (CATALOG_V1_3, o.catalog_v1_3, "v13"),
         ] {
             for n in 1..=count {
-                mid.push(self.spec("catalog", version, &format!("catalog-{tag}-{n}"), vec![
-                    ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
-                    ("DAL_ADDRS".into(), dal_addrs.clone()),
-                ]));
+                mid.push(self.spec(
+                    "catalog",
+                    version,
+                    &format!("catalog-{tag}-{n}"),
+                    vec![
+                        ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                        ("DAL_ADDRS".into(), dal_addrs.clone()),
+                    ],
+                ));
             }
         }
         for n in 1..=o.ratings {
-            mid.push(self.spec("ratings", V1, &format!("ratings-{n}"), vec![
-                ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
-                ("DAL_ADDRS".into(), dal_addrs.clone()),
-            ]));
+            mid.push(self.spec(
+                "ratings",
+                V1,
+                &format!("ratings-{n}"),
+                vec![
+                    ("GRPC_ADDR".into(), "127.0.0.1:0".into()),
+                    ("DAL_ADDRS".into(), dal_addrs.clone()),
+                ],
+            ));
         }
         self.start_tier(mid).await?;
 
-        let edge = self.spec("edge", V1, "edge-1", vec![
-            ("HTTP_ADDR".into(), o.edge_addr.to_string()),
-            ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
-            ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
-        ]);
+        let edge = self.spec(
+            "edge",
+            V1,
+            "edge-1",
+            vec![
+                ("HTTP_ADDR".into(), o.edge_addr.to_string()),
+                ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
+                ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
+            ],
+        );
         self.start_tier(vec![edge]).await?;
         Ok(())
     }
 
-    fn spec(&self, service: &str, version: &str, id: &str, mut env: Vec<(String, String)>) -> ChildSpec {
+    fn spec(
+        &self,
+        service: &str,
+        version: &str,
+        id: &str,
+        mut env: Vec<(String, String)>,
+    ) -> ChildSpec {
         let (program, args) = self.opts.launcher.command(service);
         env.extend([
             ("SERVICE_VERSION".into(), version.into()),
@@ -188,7 +214,9 @@ impl Topology {
 
     async fn start_tier(&mut self, specs: Vec<ChildSpec>) -> Result<(), TopologyError> {
         let timeout = self.opts.ready_timeout;
-        let started = futures::future::join_all(specs.into_iter().map(|s| RunningChild::start(s, timeout))).await;
+        let started =
+            futures::future::join_all(specs.into_iter().map(|s| RunningChild::start(s, timeout)))
+                .await;
         let mut tier = Vec::new();
         let mut first_err = None;
         for r in started {
@@ -287,8 +315,15 @@ impl Topology {
             .ok_or_else(|| TopologyError::Invalid(format!("no instance {id}")))?;
         child.stop(grace).await?;
         let mut spec = child.spec.clone();
-        let key = if spec.service == "edge" { "HTTP_ADDR" } else { "GRPC_ADDR" };
-        let (addr, admin) = (child.bound.addr.to_string(), child.bound.admin_addr.to_string());
+        let key = if spec.service == "edge" {
+            "HTTP_ADDR"
+        } else {
+            "GRPC_ADDR"
+        };
+        let (addr, admin) = (
+            child.bound.addr.to_string(),
+            child.bound.admin_addr.to_string(),
+        );
         for (k, v) in &mut spec.env {
             if k == key {
                 v.clone_from(&addr);
@@ -329,13 +364,16 @@ fn validate(o: &TopologyOptions) -> Result<(), TopologyError> {
         ));
     }
     if o.ratings == 0 || o.dal == 0 {
-        return Err(TopologyError::Invalid("at least one ratings and one dal instance are needed".into()));
+        return Err(TopologyError::Invalid(
+            "at least one ratings and one dal instance are needed".into(),
+        ));
     }
     let shared_store = o.extra_env.iter().any(|(k, _)| k == "SCYLLA_NODES")
         || std::env::var_os("SCYLLA_NODES").is_some();
     if o.dal > 1 && !shared_store {
         return Err(TopologyError::Invalid(
-            "the embedded store belongs to one dal instance; set SCYLLA_NODES to run more than one".into(),
+            "the embedded store belongs to one dal instance; set SCYLLA_NODES to run more than one"
+                .into(),
         ));
     }
     Ok(())

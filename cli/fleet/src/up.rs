@@ -52,8 +52,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     write_private(&run_dir.join("admin-token"), &admin_token)?;
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
-    println!("fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
-        args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr);
+    println!(
+        "fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
+        args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr
+    );
     let mut topo = Topology::start(TopologyOptions {
         edge_addr: args.edge_addr,
         data_dir: data_dir.clone(),
@@ -76,16 +78,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", registry_path.display()))?;
 
     println!();
-    println!("{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}", "INSTANCE", "SERVICE", "VERSION", "ADDRESS", "ADMIN", "PID");
+    println!(
+        "{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}",
+        "INSTANCE", "SERVICE", "VERSION", "ADDRESS", "ADMIN", "PID"
+    );
     for e in &registry {
-        println!("{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}", e.instance_id, e.service, e.version, e.addr, e.admin_addr, e.pid);
+        println!(
+            "{:<16} {:<9} {:<8} {:<22} {:<22} {:>7}",
+            e.instance_id, e.service, e.version, e.addr, e.admin_addr, e.pid
+        );
     }
     println!();
-    println!("all {} instances ready in {:.2}s", registry.len(), elapsed.as_secs_f64());
+    println!(
+        "all {} instances ready in {:.2}s",
+        registry.len(),
+        elapsed.as_secs_f64()
+    );
     if let Some(edge) = topo.edge_addr() {
-        println!("edge: http://{edge}/api/v1/titles/t00001   (OpenAPI: http://{edge}/api/v1/openapi.json)");
+        println!(
+            "edge: http://{edge}/api/v1/titles/t00001   (OpenAPI: http://{edge}/api/v1/openapi.json)"
+        );
     }
-    println!("logs: {}   registry: {}", data_dir.join("logs").display(), registry_path.display());
+    println!(
+        "logs: {}   registry: {}",
+        data_dir.join("logs").display(),
+        registry_path.display()
+    );
     println!("press Ctrl-C to stop");
 
     wait_for_stop(&mut topo).await;

@@ -136,8 +136,11 @@ impl Metrics {
     pub fn grpc_client(&self) -> RpcMetrics {
         self.client
             .get_or_init(|| {
-                let mut m =
-                    RpcMetrics::register(self, "rpc_client", "made by this instance to a dependency");
+                let mut m = RpcMetrics::register(
+                    self,
+                    "rpc_client",
+                    "made by this instance to a dependency",
+                );
                 m.client = Some(ClientMetrics::register(self));
                 m
             })

@@ -125,7 +125,9 @@ impl<K: Eq + Hash + Clone> Drop for Pick<K> {
 
 impl<K: Eq + Hash> Balancer<K> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Endpoint>> {
-        self.endpoints.lock().unwrap_or_else(PoisonError::into_inner)
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -153,10 +155,7 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Balancer<K> {
             eps.entry(k.clone())
                 .or_insert_with(|| Endpoint::new(&self.config, now));
         }
-        let mut pool: Vec<&K> = candidates
-            .iter()
-            .filter(|k| Some(*k) != exclude)
-            .collect();
+        let mut pool: Vec<&K> = candidates.iter().filter(|k| Some(*k) != exclude).collect();
         if pool.is_empty() {
             pool = candidates.iter().collect();
         }
@@ -231,7 +230,10 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Balancer<K> {
         if e.consecutive_failures >= cfg.consecutive_failures && !e.ejected(now) {
             e.ejections += 1;
             let factor = 1u32 << (e.ejections - 1).min(10);
-            let length = cfg.base_ejection.saturating_mul(factor).min(cfg.max_ejection);
+            let length = cfg
+                .base_ejection
+                .saturating_mul(factor)
+                .min(cfg.max_ejection);
             e.ejected_until = Some(now + length);
             e.consecutive_failures = 0;
             tracing::warn!(instance = %pick.key, ejection_ms = length.as_millis() as u64, "instance ejected");

@@ -366,7 +366,11 @@ mod tests {
             let p = b.try_acquire().unwrap();
             b.record(p, Outcome::Success, Duration::from_secs(2));
         }
-        assert_eq!(b.state(), CircuitState::Open, "slow successes are unhealthy");
+        assert_eq!(
+            b.state(),
+            CircuitState::Open,
+            "slow successes are unhealthy"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(b.try_acquire().unwrap());
         assert_eq!(b.state(), CircuitState::Open);
@@ -382,11 +386,13 @@ mod tests {
             call(&b, Outcome::Failure).unwrap();
         }
         assert_eq!(b.state(), CircuitState::Closed);
-        assert!(BreakerConfig {
-            request_volume_threshold: 0,
-            ..BreakerConfig::default()
-        }
-        .validate()
-        .is_err());
+        assert!(
+            BreakerConfig {
+                request_volume_threshold: 0,
+                ..BreakerConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

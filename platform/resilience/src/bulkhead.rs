@@ -82,6 +82,9 @@ mod tests {
         let fast = Bulkhead::new(1);
         let _held = slow.try_acquire().unwrap();
         assert!(slow.try_acquire().is_err());
-        assert!(fast.try_acquire().is_ok(), "one dependency cannot starve another");
+        assert!(
+            fast.try_acquire().is_ok(),
+            "one dependency cannot starve another"
+        );
     }
 }

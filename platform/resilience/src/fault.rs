@@ -190,9 +190,12 @@ impl FaultSpec {
             return Err(InvalidFault("ttl_s must be within 1..=86400".into()));
         }
         match &self.action {
-            FaultAction::Delay { ms } if *ms == 0 || *ms > MAX_DELAY.as_millis() as u64 => Err(
-                InvalidFault(format!("action.ms must be within 1..={}", MAX_DELAY.as_millis())),
-            ),
+            FaultAction::Delay { ms } if *ms == 0 || *ms > MAX_DELAY.as_millis() as u64 => {
+                Err(InvalidFault(format!(
+                    "action.ms must be within 1..={}",
+                    MAX_DELAY.as_millis()
+                )))
+            }
             FaultAction::Abort { code } => abort_status(code).map(|_| ()),
             _ => Ok(()),
         }
@@ -458,7 +461,11 @@ async fn remove_one(State(t): State<FaultTable>, Path(id): Path<String>) -> Resp
     match id.parse::<u64>() {
         Ok(id) if t.remove(id) => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => json_error(StatusCode::NOT_FOUND, "not_found", "no such fault rule"),
-        Err(_) => json_error(StatusCode::BAD_REQUEST, "invalid_id", "fault ids are numbers"),
+        Err(_) => json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "fault ids are numbers",
+        ),
     }
 }
 
@@ -521,14 +528,29 @@ mod tests {
             header: None,
         };
         assert!(t.decide(&hit).is_some());
-        assert!(t.decide(&FaultRequest { operation: "ListTitles", ..hit.clone() }).is_none());
-        assert!(t.decide(&FaultRequest { caller: Some("ratings"), ..hit.clone() }).is_none());
+        assert!(
+            t.decide(&FaultRequest {
+                operation: "ListTitles",
+                ..hit.clone()
+            })
+            .is_none()
+        );
+        assert!(
+            t.decide(&FaultRequest {
+                caller: Some("ratings"),
+                ..hit.clone()
+            })
+            .is_none()
+        );
         assert!(t.remove(id));
         assert!(t.decide(&hit).is_none());
         t.add(spec(r#"{"header":"gd","ttl_s":10,"action":{"type":"hang"}}"#).unwrap())
             .unwrap();
         assert!(t.decide(&hit).is_none(), "needs the opt-in header");
-        let opted = FaultRequest { header: Some("gd"), ..hit.clone() };
+        let opted = FaultRequest {
+            header: Some("gd"),
+            ..hit.clone()
+        };
         assert_eq!(t.decide(&opted), Some(FaultAction::Hang));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(t.decide(&opted).is_none(), "expired");
@@ -553,8 +575,11 @@ mod tests {
     async fn grpc_layer_aborts_with_a_grpc_status() {
         use tower::{Layer, ServiceExt};
         let t = FaultTable::new("1.0.0");
-        t.add(spec(r#"{"operation":"GetTitle","action":{"type":"abort","code":"UNAVAILABLE"}}"#).unwrap())
-            .unwrap();
+        t.add(
+            spec(r#"{"operation":"GetTitle","action":{"type":"abort","code":"UNAVAILABLE"}}"#)
+                .unwrap(),
+        )
+        .unwrap();
         let inner = tower::service_fn(|_req: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(String::from("served")))
         });

@@ -19,8 +19,8 @@
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
-pub mod retry;
-pub mod window;
 pub mod fault;
+pub mod retry;
 pub mod stats;
 pub mod stream;
+pub mod window;

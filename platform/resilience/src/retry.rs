@@ -160,17 +160,25 @@ mod tests {
             ..RetryConfig::default()
         });
         assert!(!b.allow(1, false, Duration::from_secs(1)), "not idempotent");
-        assert!(!b.allow(2, true, Duration::from_secs(1)), "one retry at most");
-        assert!(!b.allow(1, true, Duration::from_millis(2)), "no budget left");
+        assert!(
+            !b.allow(2, true, Duration::from_secs(1)),
+            "one retry at most"
+        );
+        assert!(
+            !b.allow(1, true, Duration::from_millis(2)),
+            "no budget left"
+        );
         assert!(b.allow(1, true, Duration::from_secs(1)));
         for r in 1..5 {
             assert!(b.backoff(r) <= Duration::from_millis(50));
         }
-        assert!(RetryConfig {
-            budget_window: Duration::ZERO,
-            ..RetryConfig::default()
-        }
-        .validate()
-        .is_err());
+        assert!(
+            RetryConfig {
+                budget_window: Duration::ZERO,
+                ..RetryConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -91,7 +91,9 @@ impl OperationStats {
         if let Some(l) = latency {
             roll_latency(&mut inner, now);
             let head = inner.head;
-            let us = u64::try_from(l.as_micros()).unwrap_or(MAX_US).clamp(1, MAX_US);
+            let us = u64::try_from(l.as_micros())
+                .unwrap_or(MAX_US)
+                .clamp(1, MAX_US);
             let _ = inner.latency[head].record(us);
         }
     }

@@ -97,10 +97,16 @@ impl DependencyConfig {
         self.bulkhead = env.number_in(&key("BULKHEAD"), self.bulkhead, 1..=100_000)?;
         let b = &mut self.breaker;
         b.enabled = env.bool(&key("BREAKER_ENABLED"), b.enabled)?;
-        b.request_volume_threshold =
-            env.number_in(&key("BREAKER_VOLUME"), b.request_volume_threshold, 1..=1_000_000)?;
-        b.error_threshold_percent =
-            env.number_in(&key("BREAKER_ERROR_PERCENT"), b.error_threshold_percent, 1.0..=100.0)?;
+        b.request_volume_threshold = env.number_in(
+            &key("BREAKER_VOLUME"),
+            b.request_volume_threshold,
+            1..=1_000_000,
+        )?;
+        b.error_threshold_percent = env.number_in(
+            &key("BREAKER_ERROR_PERCENT"),
+            b.error_threshold_percent,
+            1.0..=100.0,
+        )?;
         b.sleep_window = env.duration_in(
             &key("BREAKER_SLEEP"),
             b.sleep_window,
@@ -125,8 +131,11 @@ impl DependencyConfig {
         r.budget_percent =
             env.number_in(&key("RETRY_BUDGET_PERCENT"), r.budget_percent, 0.0..=1.0)?;
         let l = &mut self.balance;
-        l.consecutive_failures =
-            env.number_in(&key("EJECT_AFTER_FAILURES"), l.consecutive_failures, 1..=1_000)?;
+        l.consecutive_failures = env.number_in(
+            &key("EJECT_AFTER_FAILURES"),
+            l.consecutive_failures,
+            1..=1_000,
+        )?;
         l.base_ejection = env.duration_in(
             &key("EJECTION"),
             l.base_ejection,
@@ -140,7 +149,10 @@ impl DependencyConfig {
                     ConfigError::invalid(
                         &key("PIN"),
                         pin,
-                        format!("expected {}.<minor>, e.g. {}.3", self.interface_major, self.interface_major),
+                        format!(
+                            "expected {}.<minor>, e.g. {}.3",
+                            self.interface_major, self.interface_major
+                        ),
                     )
                 })?;
             self.pin = Some(mm);

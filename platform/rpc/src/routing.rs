@@ -130,7 +130,12 @@ impl RouteTable {
 
     /// Picks a version among `live` (versions that have instances), by the
     /// cohort key's hash when sticky, else by `roll` (uniform in 0..1).
-    pub fn choose(&self, live: &[MajorMinor], cohort_key: Option<&str>, roll: f64) -> Option<MajorMinor> {
+    pub fn choose(
+        &self,
+        live: &[MajorMinor],
+        cohort_key: Option<&str>,
+        roll: f64,
+    ) -> Option<MajorMinor> {
         let options: Vec<(MajorMinor, u64)> = self
             .weights
             .iter()
@@ -183,7 +188,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_tables_whole() {
-        assert!(table(r#"{"service":"catalog","interface":1,"weights":{"1.2":90,"1.3":10}}"#).is_ok());
+        assert!(
+            table(r#"{"service":"catalog","interface":1,"weights":{"1.2":90,"1.3":10}}"#).is_ok()
+        );
         for bad in [
             "",
             "[]",
@@ -202,20 +209,28 @@ mod tests {
 
     #[test]
     fn weights_split_and_skip_dead_versions() {
-        let t = table(r#"{"service":"catalog","interface":1,"weights":{"1.2":90,"1.3":10}}"#).unwrap();
+        let t =
+            table(r#"{"service":"catalog","interface":1,"weights":{"1.2":90,"1.3":10}}"#).unwrap();
         let live = [V12, V13];
         let n = 10_000;
         let to_13 = (0..n)
             .filter(|i| t.choose(&live, None, f64::from(*i) / f64::from(n)) == Some(V13))
             .count();
         assert_eq!(to_13, 1000);
-        assert_eq!(t.choose(&[V13], None, 0.0), Some(V13), "1.2 down: all to 1.3");
+        assert_eq!(
+            t.choose(&[V13], None, 0.0),
+            Some(V13),
+            "1.2 down: all to 1.3"
+        );
         assert_eq!(t.choose(&[], None, 0.0), None);
     }
 
     #[test]
     fn sticky_cohorts_stay_put() {
-        let t = table(r#"{"service":"catalog","interface":1,"weights":{"1.2":50,"1.3":50},"sticky":true}"#).unwrap();
+        let t = table(
+            r#"{"service":"catalog","interface":1,"weights":{"1.2":50,"1.3":50},"sticky":true}"#,
+        )
+        .unwrap();
         let live = [V12, V13];
         for user in ["u00001", "u00002", "u00003", "u00042"] {
             let first = t.choose(&live, Some(user), 0.0);

@@ -81,7 +81,11 @@ fn dependency(addrs: &[SocketAddr], metrics: &Metrics, env: &[(&str, &str)]) -> 
     let config = DependencyConfig::new("target", "test", 1)
         .from_env(&Env::from_pairs(env.iter().copied()))
         .unwrap();
-    Dependency::new(config, InstanceSource::Static(instances), metrics.grpc_client())
+    Dependency::new(
+        config,
+        InstanceSource::Static(instances),
+        metrics.grpc_client(),
+    )
 }
 
 async fn check(dep: &Dependency) -> Result<HealthCheckResponse, RpcError> {
@@ -98,10 +102,18 @@ async fn check(dep: &Dependency) -> Result<HealthCheckResponse, RpcError> {
 #[tokio::test]
 async fn failed_attempts_retry_elsewhere_within_budget_and_sick_instances_are_ejected() {
     let (sick, healthy) = (server().await, server().await);
-    fault(&sick, r#"{"operation":"Check","action":{"type":"abort","code":"UNAVAILABLE"}}"#).await;
+    fault(
+        &sick,
+        r#"{"operation":"Check","action":{"type":"abort","code":"UNAVAILABLE"}}"#,
+    )
+    .await;
     // The sick instance answers (with errors) faster than the healthy one,
     // so a latency-driven balancer keeps choosing it until it is ejected.
-    fault(&healthy, r#"{"operation":"Check","action":{"type":"delay","ms":10}}"#).await;
+    fault(
+        &healthy,
+        r#"{"operation":"Check","action":{"type":"delay","ms":10}}"#,
+    )
+    .await;
     let metrics = Metrics::new("test", "1.0.0");
     let dep = dependency(&[sick.grpc, healthy.grpc], &metrics, &[]);
     let requests = 150;
@@ -153,7 +165,11 @@ async fn the_breaker_cuts_off_a_hard_down_dependency() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(first_short_circuit, Some(20), "opens after the request volume");
+    assert_eq!(
+        first_short_circuit,
+        Some(20),
+        "opens after the request volume"
+    );
     assert!(metrics.encode().contains("fleet_circuit_state{"));
     // After the sleep window one trial goes through; the dependency has
     // recovered, so the circuit closes.
@@ -214,7 +230,10 @@ async fn the_remaining_budget_bounds_the_call_and_is_sent_downstream() {
     let r = cx.scope(check(&dep)).await;
     let took = started.elapsed();
     assert!(matches!(r, Err(RpcError::DeadlineExceeded { .. })), "{r:?}");
-    assert!(took < Duration::from_millis(400), "waited {took:?} for a 150 ms budget");
+    assert!(
+        took < Duration::from_millis(400),
+        "waited {took:?} for a 150 ms budget"
+    );
     // A spent budget means no call at all.
     let spent = RequestContext::new().with_budget(Duration::ZERO);
     let r = spent.scope(check(&dep)).await;
@@ -236,13 +255,32 @@ async fn fault_admin_needs_the_token_and_rejects_bad_specs() {
         r#"{"action":{"type":"abort","code":"NOPE"}}"#,
         r#"{"action":{"type":"hang"},"percent":250}"#,
     ] {
-        let r = http.post(&url).bearer_auth(TOKEN).body(bad).send().await.unwrap();
-        assert!(r.status() == 400 || r.status() == 422, "{bad}: {}", r.status());
+        let r = http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 422,
+            "{bad}: {}",
+            r.status()
+        );
         let body: serde_json::Value = r.json().await.unwrap();
         assert!(body["error"]["message"].as_str().is_some());
     }
-    let big = format!(r#"{{"operation":"{}","action":{{"type":"hang"}}}}"#, "x".repeat(5000));
-    let r = http.post(&url).bearer_auth(TOKEN).body(big).send().await.unwrap();
+    let big = format!(
+        r#"{{"operation":"{}","action":{{"type":"hang"}}}}"#,
+        "x".repeat(5000)
+    );
+    let r = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let listed: serde_json::Value = http
         .get(&url)
@@ -253,7 +291,11 @@ async fn fault_admin_needs_the_token_and_rejects_bad_specs() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed, serde_json::json!([]), "bad specs left nothing behind");
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "bad specs left nothing behind"
+    );
 }
 
 #[tokio::test]

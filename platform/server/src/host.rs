@@ -257,10 +257,14 @@ impl ServiceHost {
         );
         let listener = self.main;
         let server = async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(drain)
-                .await
-                .map_err(ServerError::Http)
+            // Connection info lets the edge rate-limit per client address.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(drain)
+            .await
+            .map_err(ServerError::Http)
         };
         let parts = Parts {
             config: self.config,
@@ -327,7 +331,9 @@ impl Parts {
                 let snapshots = snapshots.clone();
                 let identity = identity.clone();
                 async move {
-                    stream::sse(identity, Duration::from_secs(1), move || snapshots.snapshots())
+                    stream::sse(identity, Duration::from_secs(1), move || {
+                        snapshots.snapshots()
+                    })
                 }
             }),
         );

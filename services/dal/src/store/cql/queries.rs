@@ -312,9 +312,7 @@ impl CqlStore {
     /// [`StoreError`].
     pub async fn list_genres(&self) -> Result<Vec<Genre>, StoreError> {
         let (_, st) = self.conn()?;
-        let names: Vec<(String,)> = self
-            .scan("titles_by_genre", &st.genre_names, ())
-            .await?;
+        let names: Vec<(String,)> = self.scan("titles_by_genre", &st.genre_names, ()).await?;
         let counts = futures::future::try_join_all(names.into_iter().map(|(name,)| async move {
             let n: Option<(i64,)> = self
                 .first("titles_by_genre", &st.genre_count, (&name,))
@@ -629,9 +627,8 @@ impl CqlStore {
                 self.summaries(&ids).await?
             }
             None => {
-                let rows: Vec<(String, Option<i64>, Option<i64>)> = self
-                    .scan("ratings_by_title", &st.all_summaries, ())
-                    .await?;
+                let rows: Vec<(String, Option<i64>, Option<i64>)> =
+                    self.scan("ratings_by_title", &st.all_summaries, ()).await?;
                 rows.into_iter()
                     .map(|(title_id, c, s)| RatingSummary {
                         title_id,
@@ -765,7 +762,8 @@ impl CqlStore {
     /// [`StoreError`].
     pub async fn seed(&self, cfg: &SeedConfig) -> Result<SeedReport, StoreError> {
         let (_, st) = self.conn()?;
-        let done: Option<(Option<i64>,)> = self.first("dal_meta", &st.meta_get, ("seeded",)).await?;
+        let done: Option<(Option<i64>,)> =
+            self.first("dal_meta", &st.meta_get, ("seeded",)).await?;
         if done.is_some() {
             return Ok(SeedReport::default());
         }
@@ -812,12 +810,15 @@ impl CqlStore {
         // titles side by side.
         let mut by_title: BTreeMap<String, Vec<Rating>> = BTreeMap::new();
         for r in fleet_seed::ratings(cfg) {
-            by_title.entry(r.title_id.clone()).or_default().push(Rating {
-                user_id: r.user_id,
-                title_id: r.title_id,
-                stars: r.stars,
-                rated_at_ms: r.rated_at_ms,
-            });
+            by_title
+                .entry(r.title_id.clone())
+                .or_default()
+                .push(Rating {
+                    user_id: r.user_id,
+                    title_id: r.title_id,
+                    stars: r.stars,
+                    rated_at_ms: r.rated_at_ms,
+                });
         }
         report.ratings = futures::stream::iter(by_title.into_values())
             .map(|ratings| async move {

@@ -344,7 +344,9 @@ impl Statements {
                 .write("INSERT INTO dal_meta (key, value) VALUES (?, ?)")
                 .await?,
 
-            scan_titles: p.scan(&format!("SELECT {TITLE_COLUMNS} FROM titles")).await?,
+            scan_titles: p
+                .scan(&format!("SELECT {TITLE_COLUMNS} FROM titles"))
+                .await?,
             scan_titles_by_genre: p
                 .scan(&format!("SELECT {TITLE_COLUMNS} FROM titles_by_genre"))
                 .await?,

@@ -1,0 +1,221 @@
+//! The edge's JSON model: what `/api/v1/` accepts and answers.
+//!
+//! Defined once, here; the edge serves exactly these types and the OpenAPI
+//! document is generated from them, so the client and the server cannot
+//! disagree about a field.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// A title as the edge presents it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Title {
+    /// Id, e.g. `t00042`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Genre.
+    pub genre: String,
+    /// Release year.
+    pub year: u32,
+    /// Runtime in minutes.
+    pub runtime_min: u32,
+    /// Synopsis.
+    pub synopsis: String,
+    /// Labels such as `new-release` (catalog 1.3 and later; empty from 1.2).
+    #[serde(default)]
+    pub badges: Vec<String>,
+    /// Its rating summary; absent when the ratings part degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<RatingSummary>,
+}
+
+/// A title's rating summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RatingSummary {
+    /// Number of ratings.
+    pub count: u64,
+    /// Mean stars (0 when never rated).
+    pub average: f64,
+}
+
+/// A part of a response that could not be produced and what was served
+/// instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Degraded {
+    /// Which part, e.g. `rating`, `continue_watching`.
+    pub part: String,
+    /// Why: `unavailable`, `deadline_exceeded`, `circuit_open`, `error`.
+    pub reason: String,
+    /// What was served instead: `omitted`, `empty`, `cached`.
+    pub fallback: String,
+}
+
+/// `GET /api/v1/titles/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TitleResponse {
+    /// The title.
+    pub title: Title,
+    /// Parts that degraded; empty when the response is whole.
+    #[serde(default)]
+    pub degraded: Vec<Degraded>,
+}
+
+/// `GET /api/v1/titles`: one browse page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TitlePage {
+    /// The titles, ordered by id.
+    pub items: Vec<Title>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Parts that degraded; empty when the response is whole.
+    #[serde(default)]
+    pub degraded: Vec<Degraded>,
+}
+
+/// One row of a home page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HomeRow {
+    /// `continue_watching`, `top_rated` or `genre`.
+    pub id: String,
+    /// Heading to show, e.g. `Because you watched Drama`.
+    pub label: String,
+    /// The titles of the row.
+    pub items: Vec<HomeItem>,
+}
+
+/// A title on a home row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HomeItem {
+    /// The title.
+    pub title: Title,
+    /// How far the user has watched (continue-watching row only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_s: Option<u32>,
+}
+
+/// `GET /api/v1/users/{user}/home`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HomePage {
+    /// The user.
+    pub user_id: String,
+    /// Rows in display order; a row whose part degraded may be empty.
+    pub rows: Vec<HomeRow>,
+    /// Parts that degraded; empty when the page is whole.
+    #[serde(default)]
+    pub degraded: Vec<Degraded>,
+}
+
+/// Body of `PUT /api/v1/users/{user}/ratings/{title}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateRequest {
+    /// 1..=5.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 5))]
+    pub stars: u32,
+}
+
+/// A user's rating of a title.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Rating {
+    /// User id.
+    pub user_id: String,
+    /// Title id.
+    pub title_id: String,
+    /// 1..=5.
+    pub stars: u32,
+    /// When, in milliseconds since the Unix epoch.
+    pub rated_at_ms: i64,
+}
+
+/// Answer to `PUT /api/v1/users/{user}/ratings/{title}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RateResponse {
+    /// The rating stored after the call.
+    pub rating: Rating,
+    /// The title's summary after the call.
+    pub summary: RatingSummary,
+    /// False when the call changed nothing (a duplicate, or older than the
+    /// stored rating).
+    pub applied: bool,
+}
+
+/// `GET /api/v1/users/{user}/ratings`: one page, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RatingPage {
+    /// The ratings.
+    pub items: Vec<Rating>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `PUT /api/v1/users/{user}/progress/{title}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// Seconds watched, 0..=86400.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86400))]
+    pub position_s: u32,
+}
+
+/// Viewing progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Progress {
+    /// User id.
+    pub user_id: String,
+    /// Title id.
+    pub title_id: String,
+    /// Seconds watched.
+    pub position_s: u32,
+    /// When, in milliseconds since the Unix epoch (last write wins).
+    pub updated_at_ms: i64,
+}
+
+/// Answer to `PUT /api/v1/users/{user}/progress/{title}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProgressResponse {
+    /// False when a newer update was already stored.
+    pub applied: bool,
+    /// What is stored after the call.
+    pub progress: Progress,
+}
+
+/// Every error: `{"error":{"code":…,"message":…,"request_id":…}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `invalid_argument`, `not_found`,
+    /// `unavailable`, `deadline_exceeded`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The request id (also in the `x-request-id` response header).
+    pub request_id: String,
+}

@@ -1,0 +1,95 @@
+//! [`App`]: what an edge instance is made of, bound and ready to run.
+
+use std::net::SocketAddr;
+
+use fleet_catalog_client::CatalogClient;
+use fleet_metrics::Metrics;
+use fleet_ratings_client::RatingsClient;
+use fleet_rpc::{Dependency, InstanceSource};
+use fleet_server::ServiceHost;
+use fleet_server::entry::BoxError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::stack::{self, StackConfig};
+use crate::state::EdgeState;
+
+/// An edge instance with its listeners bound (port 0 picks a free port).
+#[derive(Debug)]
+pub struct App {
+    host: ServiceHost,
+    state: EdgeState,
+    stack: StackConfig,
+}
+
+impl App {
+    /// Binds the HTTP and admin listeners, builds the catalog and ratings
+    /// clients and registers their readiness checks.
+    ///
+    /// # Errors
+    /// When a listener cannot be bound.
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        let version = config.server.identity.version.to_string();
+        let metrics = Metrics::new(crate::SERVICE, &version);
+        let catalog = CatalogClient::new(Dependency::new(
+            config.catalog,
+            InstanceSource::Static(config.catalog_instances),
+            metrics.grpc_client(),
+        ));
+        let ratings = RatingsClient::new(Dependency::new(
+            config.ratings,
+            InstanceSource::Static(config.ratings_instances),
+            metrics.grpc_client(),
+        ));
+        let host = ServiceHost::bind(config.server, metrics).await?;
+        let probe = catalog.clone();
+        host.readiness().add("catalog", move || {
+            let c = probe.clone();
+            async move { c.probe().await.map_err(|e| e.to_string()) }
+        });
+        let probe = ratings.clone();
+        host.readiness().add("ratings", move || {
+            let r = probe.clone();
+            async move { r.probe().await.map_err(|e| e.to_string()) }
+        });
+        let stack = StackConfig {
+            budgets: config.budgets,
+            metrics: host.metrics().http_server(),
+            faults: host.faults().clone(),
+            gameday_token: host.config().admin_token.clone(),
+            max_body: config.max_body,
+            max_concurrency: config.max_concurrency,
+            rate_limit: config.rate_limit,
+        };
+        Ok(Self {
+            host,
+            state: EdgeState::new(catalog, ratings),
+            stack,
+        })
+    }
+
+    /// The bound public HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.host.main_addr()
+    }
+
+    /// The bound admin HTTP address (`/healthz`, `/readyz`, `/metrics`, …).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.host.admin_addr()
+    }
+
+    /// Cancelling this token drains and stops the app.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.host.shutdown_token()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    ///
+    /// # Errors
+    /// When the server fails (not on a normal shutdown).
+    pub async fn run(self) -> Result<(), BoxError> {
+        let router = stack::router(self.state, self.stack);
+        self.host.run_http(router).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The edge's settings, read once from the environment at start.
+
+use std::time::Duration;
+
+use fleet_config::{ConfigError, Env};
+use fleet_rpc::{DependencyConfig, Instance};
+use fleet_server::ServerConfig;
+
+/// The releases this build implements.
+pub const ALLOWED_VERSIONS: [&str; 1] = ["1.0"];
+/// The release run when `SERVICE_VERSION` is unset.
+pub const DEFAULT_VERSION: &str = "1.0.0";
+/// Where the catalog is when `CATALOG_ADDRS` is unset.
+pub const DEFAULT_CATALOG_ADDRS: &str = "127.0.0.1:7100";
+/// Where the ratings service is when `RATINGS_ADDRS` is unset.
+pub const DEFAULT_RATINGS_ADDRS: &str = "127.0.0.1:7200";
+
+/// The total time budget of each route: the edge answers 504 when it runs
+/// out, and every downstream hop gets what is left of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// `GET /titles/{id}`; `EDGE_BUDGET_TITLE`, default 500 ms.
+    pub title: Duration,
+    /// `GET /titles`; `EDGE_BUDGET_BROWSE`, default 800 ms.
+    pub browse: Duration,
+    /// `GET /users/{user}/home` (a fan-out); `EDGE_BUDGET_HOME`, default
+    /// 1 s.
+    pub home: Duration,
+    /// Writes (`PUT` ratings and progress) and `GET /users/{user}/ratings`;
+    /// `EDGE_BUDGET_USER`, default 1 s.
+    pub user: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            title: Duration::from_millis(500),
+            browse: Duration::from_millis(800),
+            home: Duration::from_secs(1),
+            user: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the edge reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listeners, identity, drain timing: `HTTP_ADDR` (default
+    /// `0.0.0.0:8080`), `ADMIN_ADDR` (default `0.0.0.0:9080`),
+    /// `SERVICE_VERSION` (1.0.x), `ADMIN_TOKEN` (also what a game-day client
+    /// must show to scope faults with `x-fleet-fault`), and the rest of
+    /// [`ServerConfig`].
+    pub server: ServerConfig,
+    /// How to call the catalog: `CATALOG_CONNECT_TIMEOUT`,
+    /// `CATALOG_REQUEST_TIMEOUT`, `CATALOG_HOP_MARGIN`, `CATALOG_BULKHEAD`,
+    /// `CATALOG_BREAKER_*`, `CATALOG_RETRIES`, `CATALOG_PIN`, ….
+    pub catalog: DependencyConfig,
+    /// The catalog instances: `CATALOG_ADDRS`, `ip:port[@version],…`
+    /// (default `127.0.0.1:7100`; no version means 1.0.0).
+    pub catalog_instances: Vec<Instance>,
+    /// How to call the ratings service (`RATINGS_*`, as for the catalog).
+    pub ratings: DependencyConfig,
+    /// The ratings instances: `RATINGS_ADDRS` (default `127.0.0.1:7200`).
+    pub ratings_instances: Vec<Instance>,
+    /// Per-route deadline budgets (`EDGE_BUDGET_*`, 10 ms..=60 s).
+    pub budgets: Budgets,
+    /// Most requests served at once; beyond it the edge answers 503 with
+    /// `Retry-After` at once instead of queueing; `EDGE_MAX_CONCURRENCY`,
+    /// 1..=100000, default 1024.
+    pub max_concurrency: usize,
+    /// Requests per second each client address may make (token bucket with
+    /// a burst of twice that); beyond it, 429 with `Retry-After`;
+    /// `EDGE_RATE_LIMIT`, 0 (off)..=1000000, default 0.
+    pub rate_limit: u32,
+    /// Largest JSON body accepted; `EDGE_MAX_BODY`, default 4096 bytes
+    /// (64..=1048576).
+    pub max_body: usize,
+}
+
+impl Config {
+    /// Reads and validates the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let server = ServerConfig::from_env(
+            env,
+            crate::SERVICE,
+            "HTTP_ADDR",
+            "0.0.0.0:8080",
+            "0.0.0.0:9080",
+            DEFAULT_VERSION,
+            &ALLOWED_VERSIONS,
+        )?;
+        let catalog = DependencyConfig::new(
+            "catalog",
+            crate::SERVICE,
+            fleet_catalog_client::INTERFACE_MAJOR,
+        )
+        .from_env(env)?;
+        let ratings = DependencyConfig::new(
+            "ratings",
+            crate::SERVICE,
+            fleet_ratings_client::INTERFACE_MAJOR,
+        )
+        .from_env(env)?;
+        let catalog_instances = instances(env, "CATALOG_ADDRS", DEFAULT_CATALOG_ADDRS)?;
+        let ratings_instances = instances(env, "RATINGS_ADDRS", DEFAULT_RATINGS_ADDRS)?;
+        let budget = |key: &str, default: Duration| {
+            env.duration_in(
+                key,
+                default,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )
+        };
+        let d = Budgets::default();
+        let budgets = Budgets {
+            title: budget("EDGE_BUDGET_TITLE", d.title)?,
+            browse: budget("EDGE_BUDGET_BROWSE", d.browse)?,
+            home: budget("EDGE_BUDGET_HOME", d.home)?,
+            user: budget("EDGE_BUDGET_USER", d.user)?,
+        };
+        Ok(Self {
+            server,
+            catalog,
+            catalog_instances,
+            ratings,
+            ratings_instances,
+            budgets,
+            max_concurrency: env.number_in("EDGE_MAX_CONCURRENCY", 1024, 1..=100_000)?,
+            rate_limit: env.number_in("EDGE_RATE_LIMIT", 0, 0..=1_000_000)?,
+            max_body: env.number_in("EDGE_MAX_BODY", 4096, 64..=1_048_576)?,
+        })
+    }
+}
+
+/// A static instance list: at least one, each a valid `ip:port[@version]`.
+fn instances(env: &Env, key: &str, default: &str) -> Result<Vec<Instance>, ConfigError> {
+    let raw = env.string(key, default);
+    let default_version = semver::Version::new(1, 0, 0);
+    let list = fleet_rpc::parse_instances(&raw, &default_version)
+        .map_err(|e| ConfigError::invalid(key, &raw, e))?;
+    if list.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            &raw,
+            "name at least one instance",
+        ));
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_serve_on_8080_against_local_services() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.server.addr.port(), 8080);
+        assert_eq!(c.server.admin_addr.port(), 9080);
+        assert_eq!(c.catalog_instances[0].addr.to_string(), "127.0.0.1:7100");
+        assert_eq!(c.ratings_instances[0].addr.to_string(), "127.0.0.1:7200");
+        assert_eq!(c.budgets, Budgets::default());
+        assert_eq!(c.max_body, 4096);
+        assert_eq!(c.catalog.caller, "edge");
+    }
+
+    #[test]
+    fn budgets_and_limits_are_configurable() {
+        let c = Config::from_env(&env(&[
+            ("EDGE_BUDGET_HOME", "250ms"),
+            ("EDGE_MAX_CONCURRENCY", "8"),
+            ("EDGE_RATE_LIMIT", "100"),
+            ("CATALOG_ADDRS", "127.0.0.1:1@1.2.4,127.0.0.1:2@1.3.0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.budgets.home, Duration::from_millis(250));
+        assert_eq!(c.max_concurrency, 8);
+        assert_eq!(c.rate_limit, 100);
+        assert_eq!(c.catalog_instances.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("HTTP_ADDR", "nowhere"),
+            ("SERVICE_VERSION", "2.0.0"),
+            ("CATALOG_ADDRS", "localhost:7100"),
+            ("RATINGS_ADDRS", ","),
+            ("EDGE_BUDGET_TITLE", "1ms"),
+            ("EDGE_BUDGET_HOME", "forever"),
+            ("EDGE_MAX_CONCURRENCY", "0"),
+            ("EDGE_MAX_BODY", "10"),
+            ("EDGE_RATE_LIMIT", "-1"),
+            ("CATALOG_PIN", "2.0"),
+        ] {
+            let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+    }
+}

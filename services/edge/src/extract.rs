@@ -1,0 +1,304 @@
+//! Request extractors and input checks: everything a client sends is
+//! validated here, before any backend is called, and every rejection is the
+//! JSON error shape (never axum's plain-text rejections).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Longest id: `[A-Za-z0-9_-]{1,64}`.
+pub const MAX_ID_LEN: usize = 64;
+/// Largest page.
+pub const MAX_LIMIT: u32 = 100;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Longest cursor accepted (the services' page tokens are far shorter).
+pub const MAX_CURSOR_LEN: usize = 1400;
+/// Stars allowed.
+pub const STARS: std::ops::RangeInclusive<u32> = 1..=5;
+/// Largest viewing position: a whole day, in seconds.
+pub const MAX_POSITION_S: u32 = 86_400;
+
+/// Path parameters, rejected with the JSON error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
+    }
+}
+
+/// Query parameters, rejected with the JSON error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
+    }
+}
+
+/// A JSON body: `Content-Type: application/json` (415 otherwise), at most
+/// the configured size (413), syntactically valid (400) and of the right
+/// shape and types (422).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// The body limit, carried as a request extension by the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let limit = req.extensions().get::<BodyLimit>().map_or(4096, |l| l.0);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::too_large(limit));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::too_large(limit))?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Parses a JSON body: syntax errors are 400, wrong shapes or types 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request(format!("malformed JSON body: {e}"))
+            }
+        }
+    })
+}
+
+fn is_json(v: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(v) = v.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// An id (`user`, `title`): `[A-Za-z0-9_-]{1,64}`.
+///
+/// # Errors
+/// 400 naming the field.
+pub fn id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_ID_LEN} characters long"
+        )));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(format!(
+            "{field} may contain only letters, digits, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// A genre filter: absent or empty is every genre; otherwise like an id.
+///
+/// # Errors
+/// 400.
+pub fn genre(value: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(g) => id("genre", g).map(|()| Some(g)),
+    }
+}
+
+/// `limit`: absent is [`DEFAULT_LIMIT`]; otherwise 1..=[`MAX_LIMIT`].
+///
+/// # Errors
+/// 400.
+pub fn limit(value: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = value else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// `cursor`: absent or empty is the first page; otherwise the opaque
+/// base64url token from a previous page.
+///
+/// # Errors
+/// 400 for anything that is not such a token.
+pub fn cursor(value: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(c) if c.len() > MAX_CURSOR_LEN => Err(ApiError::bad_request("cursor is too long")),
+        Some(c) => URL_SAFE_NO_PAD
+            .decode(c)
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("cursor is not one this API handed out")),
+    }
+}
+
+/// The cursor for a page token.
+pub fn encode_cursor(token: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(token)
+}
+
+/// Stars, 1..=5.
+///
+/// # Errors
+/// 422.
+pub fn stars(value: u32) -> Result<u32, ApiError> {
+    if STARS.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::unprocessable("stars must be from 1 to 5"))
+    }
+}
+
+/// A viewing position, 0..=86400 seconds.
+///
+/// # Errors
+/// 422.
+pub fn position(value: u32) -> Result<u32, ApiError> {
+    if value <= MAX_POSITION_S {
+        Ok(value)
+    } else {
+        Err(ApiError::unprocessable(format!(
+            "position_s must be from 0 to {MAX_POSITION_S}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use fleet_edge_client::model::RateRequest;
+
+    #[test]
+    fn ids_follow_the_house_alphabet() {
+        assert!(id("user", "u00001").is_ok());
+        assert!(id("user", &"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "a/b", "ü", "../x", &"a".repeat(65), "a\0"] {
+            assert_eq!(
+                id("user", bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_default_and_are_bounded() {
+        assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(limit(Some("1")).unwrap(), 1);
+        assert_eq!(limit(Some("100")).unwrap(), 100);
+        for bad in ["0", "101", "-1", "1e3", "abc", "", "99999999999999999999"] {
+            assert!(limit(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = encode_cursor(b"\x00\x01page");
+        assert_eq!(cursor(Some(&c)).unwrap(), Some(b"\x00\x01page".to_vec()));
+        assert_eq!(cursor(Some("")).unwrap(), None);
+        assert!(cursor(Some("not base64!")).is_err());
+        assert!(cursor(Some(&"A".repeat(MAX_CURSOR_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn json_syntax_errors_are_400_and_shape_errors_422() {
+        let e = parse_json::<RateRequest>(b"{\"stars\":").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        for body in [
+            &b"{\"stars\":\"five\"}"[..],
+            b"{\"stars\":-1}",
+            b"{\"stars\":3.5}",
+            b"{}",
+            b"[]",
+            b"{\"stars\":3,\"admin\":true}",
+            b"{\"stars\":99999999999999999999}",
+        ] {
+            let e = parse_json::<RateRequest>(body).unwrap_err();
+            assert_eq!(
+                e.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse_json::<RateRequest>(b" {\"stars\":4} ").unwrap().stars,
+            4
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        use axum::http::HeaderValue;
+        assert!(is_json(Some(&HeaderValue::from_static("application/json"))));
+        assert!(is_json(Some(&HeaderValue::from_static(
+            "Application/JSON; charset=utf-8"
+        ))));
+        assert!(!is_json(Some(&HeaderValue::from_static("text/plain"))));
+        assert!(!is_json(Some(&HeaderValue::from_static(
+            "application/jsonx"
+        ))));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn stars_and_positions_are_bounded() {
+        assert!(stars(0).is_err());
+        assert!(stars(6).is_err());
+        assert_eq!(stars(5).unwrap(), 5);
+        assert_eq!(position(0).unwrap(), 0);
+        assert!(position(86_401).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! `GET /api/v1/titles/{id}` and `GET /api/v1/titles`.
+
+use axum::Json;
+use axum::extract::State;
+use fleet_catalog_client::Title as CatalogTitle;
+use fleet_edge_client::model::{Degraded, RatingSummary, Title, TitlePage, TitleResponse};
+use fleet_ratings_client::Summary;
+use fleet_rpc::{CallOptions, RpcError};
+use serde::Deserialize;
+
+use crate::error::{ApiError, degraded_reason};
+use crate::extract::{self, ApiPath, ApiQuery};
+use crate::state::EdgeState;
+
+/// Query of `GET /titles`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only titles of this genre (e.g. `drama`); all when absent.
+    pub genre: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One title, with its rating summary when the ratings service answers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/titles/{id}",
+    params(("id" = String, Path, description = "Title id, [A-Za-z0-9_-]{1,64}")),
+    responses(
+        (status = 200, description = "The title; `degraded` lists parts that could not be fetched", body = TitleResponse),
+        (status = 400, description = "Malformed id", body = fleet_edge_client::model::ErrorBody),
+        (status = 404, description = "No such title", body = fleet_edge_client::model::ErrorBody),
+        (status = 503, description = "The catalog is unavailable (Retry-After)", body = fleet_edge_client::model::ErrorBody),
+        (status = 504, description = "The time budget ran out", body = fleet_edge_client::model::ErrorBody),
+    ),
+    tag = "titles"
+)]
+pub async fn get_title(
+    State(s): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TitleResponse>, ApiError> {
+    extract::id("title id", &id)?;
+    let ids = [id.clone()];
+    // The summary is optional: ask for it beside the title, not after it.
+    let (title, summaries) = tokio::join!(
+        s.catalog.get_title(&id, CallOptions::default()),
+        s.ratings.get_summaries(&ids, CallOptions::default()),
+    );
+    let title = title.map_err(|e| ApiError::from_rpc(&e))?;
+    let mut degraded = Vec::new();
+    let summaries = summaries_or_degrade(summaries, &mut degraded);
+    Ok(Json(TitleResponse {
+        title: with_rating(title, &summaries),
+        degraded,
+    }))
+}
+
+/// A browse page of titles, with their rating summaries when available.
+#[utoipa::path(
+    get,
+    path = "/api/v1/titles",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, ordered by id", body = TitlePage),
+        (status = 400, description = "Bad genre, limit or cursor", body = fleet_edge_client::model::ErrorBody),
+        (status = 503, description = "The catalog is unavailable (Retry-After)", body = fleet_edge_client::model::ErrorBody),
+        (status = 504, description = "The time budget ran out", body = fleet_edge_client::model::ErrorBody),
+    ),
+    tag = "titles"
+)]
+pub async fn list_titles(
+    State(s): State<EdgeState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<TitlePage>, ApiError> {
+    let genre = extract::genre(q.genre.as_deref())?;
+    let limit = extract::limit(q.limit.as_deref())?;
+    let cursor = extract::cursor(q.cursor.as_deref())?;
+    let page = s
+        .catalog
+        .list_titles(genre, limit, cursor.as_deref(), CallOptions::default())
+        .await
+        .map_err(|e| ApiError::from_rpc(&e))?;
+    let mut degraded = Vec::new();
+    let summaries = if page.items.is_empty() {
+        Vec::new()
+    } else {
+        let ids: Vec<String> = page.items.iter().map(|t| t.id.clone()).collect();
+        summaries_or_degrade(
+            s.ratings.get_summaries(&ids, CallOptions::default()).await,
+            &mut degraded,
+        )
+    };
+    Ok(Json(TitlePage {
+        items: page
+            .items
+            .into_iter()
+            .map(|t| with_rating(t, &summaries))
+            .collect(),
+        next_cursor: page.next_page_token.as_deref().map(extract::encode_cursor),
+        degraded,
+    }))
+}
+
+/// The summaries, or none and a note that the `rating` part degraded.
+pub(crate) fn summaries_or_degrade(
+    r: Result<Vec<Summary>, RpcError>,
+    degraded: &mut Vec<Degraded>,
+) -> Vec<Summary> {
+    r.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "rating summaries unavailable; serving titles without them");
+        degraded.push(Degraded {
+            part: "rating".into(),
+            reason: degraded_reason(&e).into(),
+            fallback: "omitted".into(),
+        });
+        Vec::new()
+    })
+}
+
+/// The edge's view of a catalog title, with its summary if one is known.
+pub(crate) fn with_rating(t: CatalogTitle, summaries: &[Summary]) -> Title {
+    let rating = summaries
+        .iter()
+        .find(|s| s.title_id == t.id)
+        .map(|s| RatingSummary {
+            count: s.count,
+            average: s.average,
+        });
+    Title {
+        id: t.id,
+        name: t.name,
+        genre: t.genre,
+        year: t.year,
+        runtime_min: t.runtime_min,
+        synopsis: t.synopsis,
+        badges: t.badges,
+        rating,
+    }
+}
