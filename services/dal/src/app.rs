@@ -112,7 +112,11 @@ impl App {
             }
         };
         let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
-        tracing::info!(store = store.backend(), cache = cache.kind(), "storage selected");
+        tracing::info!(
+            store = store.backend(),
+            cache = cache.kind(),
+            "storage selected"
+        );
         let host = ServiceHost::bind(config.server, metrics).await?;
         let probe = store.clone();
         host.readiness().add("store", move || {

@@ -162,7 +162,9 @@ fn cql_config(env: &Env) -> Result<Option<CqlConfig>, ConfigError> {
         host_port("SCYLLA_NODES", n)?;
     }
     let mut c = CqlConfig::new(nodes);
-    c.keyspace = env.string("SCYLLA_KEYSPACE", &c.keyspace).to_ascii_lowercase();
+    c.keyspace = env
+        .string("SCYLLA_KEYSPACE", &c.keyspace)
+        .to_ascii_lowercase();
     let ks = c.keyspace.as_bytes();
     if ks.is_empty()
         || ks.len() > 48
@@ -273,7 +275,9 @@ fn redis_config(env: &Env) -> Result<Option<RedisConfig>, ConfigError> {
     r.key_prefix = env.string("REDIS_KEY_PREFIX", &r.key_prefix);
     if r.key_prefix.is_empty()
         || r.key_prefix.len() > 64
-        || r.key_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        || r.key_prefix
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
     {
         return Err(ConfigError::invalid(
             "REDIS_KEY_PREFIX",

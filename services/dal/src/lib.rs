@@ -147,11 +147,7 @@ async fn repair(config: Config) -> Result<(), BoxError> {
     let metrics = admin_metrics(&config);
     let store = app::open_store(&config, &metrics).await?;
     let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
-    println!(
-        "repair: store {}, cache {}",
-        store.backend(),
-        cache.kind()
-    );
+    println!("repair: store {}, cache {}", store.backend(), cache.kind());
     let mut report = store.repair().await?;
     // The cache last: entries are compared with the repaired store.
     report.checks.extend(cache.repair(&store).await?);

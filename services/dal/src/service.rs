@@ -124,7 +124,12 @@ impl DataAccess for DalService {
         let req = request.into_inner();
         validate::id("id", &req.id)?;
         check_deadline()?;
-        match self.titles(std::slice::from_ref(&req.id)).await?.pop().flatten() {
+        match self
+            .titles(std::slice::from_ref(&req.id))
+            .await?
+            .pop()
+            .flatten()
+        {
             Some(t) => Ok(Response::new(pb::GetTitleResponse {
                 title: Some((*t).clone()),
             })),

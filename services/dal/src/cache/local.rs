@@ -167,5 +167,4 @@ mod tests {
         cache.invalidate_summary("t2").await;
         assert_eq!(cache.summary("t2").await, None);
     }
-
 }

@@ -93,7 +93,6 @@ impl<F> Jittered<F> {
     }
 }
 
-
 /// The cache the configuration selects (cheap to clone).
 #[derive(Clone, Debug)]
 pub enum Cache {

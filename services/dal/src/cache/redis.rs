@@ -269,7 +269,9 @@ impl RedisCache {
         op: &'static str,
         f: impl Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
-        self.inner.call(cache, op, self.inner.config.timeout, true, f).await
+        self.inner
+            .call(cache, op, self.inner.config.timeout, true, f)
+            .await
     }
 
     /// Looks up keys with one `MGET`.
@@ -316,7 +318,10 @@ impl RedisCache {
             );
             let mut conn = self.inner.conn.clone();
             self.call(cache, "del", async move {
-                redis::cmd("DEL").arg(&garbage).query_async::<()>(&mut conn).await
+                redis::cmd("DEL")
+                    .arg(&garbage)
+                    .query_async::<()>(&mut conn)
+                    .await
             })
             .await;
         }
@@ -560,7 +565,12 @@ impl RedisCache {
         let n = keys.len() as u64;
         let mut conn = self.inner.conn.clone();
         self.inner
-            .admin(async move { redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await })
+            .admin(async move {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
             .await?;
         Ok(n)
     }
@@ -678,7 +688,10 @@ impl Inner {
         let del = keys.clone();
         let done = self
             .call("summaries", "del", timeout, false, async move {
-                redis::cmd("DEL").arg(&del).query_async::<()>(&mut conn).await
+                redis::cmd("DEL")
+                    .arg(&del)
+                    .query_async::<()>(&mut conn)
+                    .await
             })
             .await;
         if done.is_some() {
@@ -686,7 +699,10 @@ impl Inner {
             for k in &keys {
                 pending.remove(k);
             }
-            tracing::info!(keys = keys.len(), "invalidated summaries a failed write left stale");
+            tracing::info!(
+                keys = keys.len(),
+                "invalidated summaries a failed write left stale"
+            );
         }
     }
 }
@@ -723,8 +739,18 @@ mod tests {
             Some(Some(Arc::new(t.clone())))
         );
         assert_eq!(decode_title("t1", &encode_title(None)), Some(None));
-        assert_eq!(decode_title("t2", &encode_title(Some(&t))), None, "other id");
-        for junk in [&b""[..], b"not protobuf", b"T\xff\xff\xff", b"N extra", b"S"] {
+        assert_eq!(
+            decode_title("t2", &encode_title(Some(&t))),
+            None,
+            "other id"
+        );
+        for junk in [
+            &b""[..],
+            b"not protobuf",
+            b"T\xff\xff\xff",
+            b"N extra",
+            b"S",
+        ] {
             assert_eq!(decode_title("t1", junk), None, "{junk:?}");
         }
         let s = RatingSummary {

@@ -566,10 +566,8 @@ impl EmbeddedStore {
         let tx = self.db.begin_write()?;
         {
             tx.open_table(SUMMARIES)?.insert("t00001", (999, 999))?;
-            tx.open_table(RATINGS_BY_TITLE)?.insert(
-                ("t00002", "u_ghost"),
-                ghost.encode_to_vec().as_slice(),
-            )?;
+            tx.open_table(RATINGS_BY_TITLE)?
+                .insert(("t00002", "u_ghost"), ghost.encode_to_vec().as_slice())?;
             tx.open_table(RATINGS_BY_USER_TIME)?
                 .insert(("u_ghost", 1, "t00002"), 5)?;
             tx.open_table(TITLES_BY_GENRE)?

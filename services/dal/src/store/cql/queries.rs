@@ -76,6 +76,10 @@ pub(super) fn progress_ts(updated_at_ms: i64) -> i64 {
     updated_at_ms.saturating_mul(1000)
 }
 
+/// `(user_id, stars, rated_at_ms)` of `ratings_by_title`; all null in a
+/// partition that holds only its summary.
+type TitleRatingRow = (Option<String>, Option<i32>, Option<i64>);
+
 /// A stored rating row as the conditions need it (raw, nulls included).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct StoredRating {
@@ -312,9 +316,7 @@ impl CqlStore {
     /// [`StoreError`].
     pub async fn list_genres(&self) -> Result<Vec<Genre>, StoreError> {
         let (_, st) = self.conn()?;
-        let names: Vec<(String,)> = self
-            .scan("titles_by_genre", &st.genre_names, ())
-            .await?;
+        let names: Vec<(String,)> = self.scan("titles_by_genre", &st.genre_names, ()).await?;
         let counts = futures::future::try_join_all(names.into_iter().map(|(name,)| async move {
             let n: Option<(i64,)> = self
                 .first("titles_by_genre", &st.genre_count, (&name,))
@@ -568,7 +570,7 @@ impl CqlStore {
             None => PagingState::start(),
         };
         let stmt = paged(&st.ratings_of_title, limit);
-        let (rows, next): (Vec<(Option<String>, Option<i32>, Option<i64>)>, _) = self
+        let (rows, next): (Vec<TitleRatingRow>, _) = self
             .page("ratings_by_title", &stmt, (title_id,), state)
             .await?;
         Ok(Page {
@@ -629,9 +631,8 @@ impl CqlStore {
                 self.summaries(&ids).await?
             }
             None => {
-                let rows: Vec<(String, Option<i64>, Option<i64>)> = self
-                    .scan("ratings_by_title", &st.all_summaries, ())
-                    .await?;
+                let rows: Vec<(String, Option<i64>, Option<i64>)> =
+                    self.scan("ratings_by_title", &st.all_summaries, ()).await?;
                 rows.into_iter()
                     .map(|(title_id, c, s)| RatingSummary {
                         title_id,
@@ -765,7 +766,8 @@ impl CqlStore {
     /// [`StoreError`].
     pub async fn seed(&self, cfg: &SeedConfig) -> Result<SeedReport, StoreError> {
         let (_, st) = self.conn()?;
-        let done: Option<(Option<i64>,)> = self.first("dal_meta", &st.meta_get, ("seeded",)).await?;
+        let done: Option<(Option<i64>,)> =
+            self.first("dal_meta", &st.meta_get, ("seeded",)).await?;
         if done.is_some() {
             return Ok(SeedReport::default());
         }
@@ -812,12 +814,15 @@ impl CqlStore {
         // titles side by side.
         let mut by_title: BTreeMap<String, Vec<Rating>> = BTreeMap::new();
         for r in fleet_seed::ratings(cfg) {
-            by_title.entry(r.title_id.clone()).or_default().push(Rating {
-                user_id: r.user_id,
-                title_id: r.title_id,
-                stars: r.stars,
-                rated_at_ms: r.rated_at_ms,
-            });
+            by_title
+                .entry(r.title_id.clone())
+                .or_default()
+                .push(Rating {
+                    user_id: r.user_id,
+                    title_id: r.title_id,
+                    stars: r.stars,
+                    rated_at_ms: r.rated_at_ms,
+                });
         }
         report.ratings = futures::stream::iter(by_title.into_values())
             .map(|ratings| async move {

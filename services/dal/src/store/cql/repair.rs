@@ -39,6 +39,21 @@ type RatingScanRow = (
     Option<i64>,
 );
 
+/// `(user_id, stars, rating_count, stars_sum, version)`, read serially.
+type SerialSummaryRow = (
+    Option<String>,
+    Option<i32>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// `(stars, rated_at_ms, prev_stars, prev_rated_at_ms)`.
+type RatingRow = (Option<i32>, Option<i64>, Option<i32>, Option<i64>);
+
+/// `(user_id, title_id, position_s, updated_at_ms, WRITETIME(position_s))`.
+type ProgressScanRow = (String, String, Option<i32>, Option<i64>, Option<i64>);
+
 /// `(key fields…, value, WRITETIME(value))` of a time-ordered index row.
 type IndexRow = (String, i64, String, Option<i32>, Option<i64>);
 
@@ -76,7 +91,9 @@ impl CqlStore {
             .scan("ratings_by_title", &st.scan_ratings_by_title, ())
             .await?;
         report.checks.push(self.repair_summaries(&rows).await?);
-        report.checks.push(self.repair_ratings_by_user(&rows).await?);
+        report
+            .checks
+            .push(self.repair_ratings_by_user(&rows).await?);
         report.checks.push(self.repair_progress().await?);
         Ok(report)
     }
@@ -180,9 +197,9 @@ impl CqlStore {
     async fn fix_summary(&self, title: &str) -> Result<bool, StoreError> {
         let (_, st) = self.conn()?;
         for _ in 0..10 {
-            let rows: Vec<(Option<String>, Option<i32>, Option<i64>, Option<i64>, Option<i64>)> =
-                self.rows("ratings_by_title", &st.ratings_of_title_serial, (title,))
-                    .await?;
+            let rows: Vec<SerialSummaryRow> = self
+                .rows("ratings_by_title", &st.ratings_of_title_serial, (title,))
+                .await?;
             let (mut n, mut sum) = (0i64, 0i64);
             let (mut c, mut s, mut version) = (0, 0, None);
             for (user, stars, rc, ss, v) in &rows {
@@ -196,16 +213,21 @@ impl CqlStore {
                 return Ok(false);
             }
             let next = Some(version.unwrap_or(0) + 1);
-            let r = self.conn()?.0.execute_unpaged(
-                &st.summary_cas,
-                (n, sum, next, title, version),
-            );
+            let r = self
+                .conn()?
+                .0
+                .execute_unpaged(&st.summary_cas, (n, sum, next, title, version));
             let result = self
                 .within("ratings_by_title", r)
                 .await?
                 .map_err(|e| super::exec_error("ratings_by_title", e))?;
             if super::applied("ratings_by_title", result)? {
-                tracing::info!(title_id = title, count = n, stars_sum = sum, "summary repaired");
+                tracing::info!(
+                    title_id = title,
+                    count = n,
+                    stars_sum = sum,
+                    "summary repaired"
+                );
                 return Ok(true);
             }
         }
@@ -264,7 +286,13 @@ impl CqlStore {
                 self.exec(
                     "ratings_by_user",
                     &st.insert_user_rating,
-                    (user, now.at, title, i32::try_from(now.value).unwrap_or(0), ts),
+                    (
+                        user,
+                        now.at,
+                        title,
+                        i32::try_from(now.value).unwrap_or(0),
+                        ts,
+                    ),
                 )
                 .await?;
             }
@@ -296,7 +324,7 @@ impl CqlStore {
 
     async fn current_rating(&self, title: &str, user: &str) -> Result<Option<Entry>, StoreError> {
         let (_, st) = self.conn()?;
-        let row: Option<(Option<i32>, Option<i64>, Option<i32>, Option<i64>)> = self
+        let row: Option<RatingRow> = self
             .first("ratings_by_title", &st.rating_row, (title, user))
             .await?;
         Ok(row.and_then(|(stars, at, _, _)| {
@@ -323,8 +351,7 @@ impl CqlStore {
     /// `progress_by_user` must hold exactly one row per progress entry.
     async fn repair_progress(&self) -> Result<Check, StoreError> {
         let (_, st) = self.conn()?;
-        let truth_rows: Vec<(String, String, Option<i32>, Option<i64>, Option<i64>)> =
-            self.scan("progress", &st.scan_progress, ()).await?;
+        let truth_rows: Vec<ProgressScanRow> = self.scan("progress", &st.scan_progress, ()).await?;
         let truth: BTreeMap<(String, String), Entry> = truth_rows
             .into_iter()
             .filter_map(|(user, title, pos, at, _)| {
@@ -368,7 +395,13 @@ impl CqlStore {
                 self.exec(
                     "progress_by_user",
                     &st.insert_progress_index,
-                    (user, now.at, title, i32::try_from(now.value).unwrap_or(0), ts),
+                    (
+                        user,
+                        now.at,
+                        title,
+                        i32::try_from(now.value).unwrap_or(0),
+                        ts,
+                    ),
                 )
                 .await?;
             }
@@ -415,7 +448,10 @@ impl CqlStore {
             .await?;
         let version = row.and_then(|r| r.2);
         let r = session
-            .execute_unpaged(&st.summary_cas, (999i64, 999i64, version, "t00001", version))
+            .execute_unpaged(
+                &st.summary_cas,
+                (999i64, 999i64, version, "t00001", version),
+            )
             .await
             .map_err(|e| super::exec_error("ratings_by_title", e))?;
         if !super::applied("ratings_by_title", r)? {

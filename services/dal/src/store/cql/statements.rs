@@ -242,8 +242,7 @@ impl Statements {
                 .await?,
             titles_of_genre: p
                 .read(&format!(
-                    "SELECT id, name, genre, year, runtime_min, synopsis \
-                     FROM titles_by_genre WHERE genre = ?"
+                    "SELECT {TITLE_COLUMNS} FROM titles_by_genre WHERE genre = ?"
                 ))
                 .await?,
             genre_names: p.scan("SELECT DISTINCT genre FROM titles_by_genre").await?,
@@ -344,7 +343,9 @@ impl Statements {
                 .write("INSERT INTO dal_meta (key, value) VALUES (?, ?)")
                 .await?,
 
-            scan_titles: p.scan(&format!("SELECT {TITLE_COLUMNS} FROM titles")).await?,
+            scan_titles: p
+                .scan(&format!("SELECT {TITLE_COLUMNS} FROM titles"))
+                .await?,
             scan_titles_by_genre: p
                 .scan(&format!("SELECT {TITLE_COLUMNS} FROM titles_by_genre"))
                 .await?,
