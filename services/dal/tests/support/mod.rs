@@ -77,7 +77,10 @@ impl StoreEnv {
     pub fn new(backend: Backend, test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut pairs = vec![
-            ("DATA_DIR".to_owned(), dir.path().to_str().unwrap().to_owned()),
+            (
+                "DATA_DIR".to_owned(),
+                dir.path().to_str().unwrap().to_owned(),
+            ),
             ("SEED_TITLES".to_owned(), "120".to_owned()),
             ("SEED_USERS".to_owned(), "30".to_owned()),
         ];
@@ -314,7 +317,10 @@ impl OwnRedis {
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
