@@ -464,19 +464,33 @@ impl CqlStore {
         Ok(())
     }
 
+    /// Checks that the keyspace exists (statements name it themselves;
+    /// the session never runs `USE`).
     async fn use_keyspace(&self) -> Result<(), StoreError> {
         if self.keyspace_in_use.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.session()?
-            .use_keyspace(&self.config.keyspace, false)
+        let ks = &self.config.keyspace;
+        let missing = |why: String| {
+            StoreError::Unavailable(format!(
+                "keyspace {ks} is not usable (has `dal migrate` run?): {why}"
+            ))
+        };
+        let mut st = scylla::statement::Statement::new(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+        );
+        st.set_consistency(Consistency::LocalOne);
+        st.set_request_timeout(Some(self.config.request_timeout));
+        let rows = self
+            .session()?
+            .query_unpaged(st, (ks,))
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "keyspace {} is not usable (has `dal migrate` run?): {e}",
-                    self.config.keyspace
-                ))
-            })?;
+            .map_err(|e| missing(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| missing(e.to_string()))?;
+        if rows.rows_num() == 0 {
+            return Err(missing("it does not exist".into()));
+        }
         self.keyspace_in_use.store(true, Ordering::SeqCst);
         Ok(())
     }
