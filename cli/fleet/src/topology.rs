@@ -368,8 +368,10 @@ fn validate(o: &TopologyOptions) -> Result<(), TopologyError> {
             "at least one ratings and one dal instance are needed".into(),
         ));
     }
-    let shared_store = o.extra_env.iter().any(|(k, _)| k == "SCYLLA_NODES")
-        || std::env::var_os("SCYLLA_NODES").is_some();
+    let shared_store = o
+        .extra_env
+        .iter()
+        .any(|(k, v)| k == "SCYLLA_NODES" && !v.is_empty());
     if o.dal > 1 && !shared_store {
         return Err(TopologyError::Invalid(
             "the embedded store belongs to one dal instance; set SCYLLA_NODES to run more than one"

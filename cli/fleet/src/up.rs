@@ -1,4 +1,6 @@
-//! `fleet up`: the whole system as local processes on embedded defaults.
+//! `fleet up`: the whole system as local processes — on embedded defaults,
+//! or on real Cassandra/Scylla and Redis when `SCYLLA_NODES` / `REDIS_URL`
+//! are given.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,9 +31,20 @@ pub struct UpArgs {
     /// ratings instances.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub ratings: u32,
-    /// How long each instance may take to become ready.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub ready_timeout: Duration,
+    /// Cassandra/Scylla contact points for the dal (`host:port,…`); unset:
+    /// the embedded store. The dal migrates and seeds the keyspace on
+    /// start (`SCYLLA_KEYSPACE` and the other `SCYLLA_*` settings are
+    /// passed through from the environment).
+    #[arg(long, env = "SCYLLA_NODES")]
+    pub scylla_nodes: Option<String>,
+    /// Redis for the dal's cache (`redis://host:port`); unset: the
+    /// in-process cache.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// How long each instance may take to become ready (default 60s, or
+    /// 300s with `SCYLLA_NODES`: a first start migrates and seeds it).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ready_timeout: Option<Duration>,
     /// How long each instance may take to drain at shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
@@ -52,6 +65,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     write_private(&run_dir.join("admin-token"), &admin_token)?;
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
+    let mut extra_env = Vec::new();
+    if let Some(nodes) = &args.scylla_nodes {
+        extra_env.push(("SCYLLA_NODES".to_owned(), nodes.clone()));
+    }
+    if let Some(url) = &args.redis_url {
+        extra_env.push(("REDIS_URL".to_owned(), url.clone()));
+    }
+    println!(
+        "fleet: dal store: {}; cache: {}",
+        args.scylla_nodes.as_deref().map_or_else(
+            || "embedded (redb)".to_owned(),
+            |n| format!("Cassandra/Scylla at {n}")
+        ),
+        if args.redis_url.is_some() {
+            "Redis (REDIS_URL)"
+        } else {
+            "in-process"
+        },
+    );
+    let ready_timeout = args
+        .ready_timeout
+        .unwrap_or(if args.scylla_nodes.is_some() {
+            Duration::from_secs(300)
+        } else {
+            Duration::from_secs(60)
+        });
     println!(
         "fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
         args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr
@@ -65,8 +104,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ratings: args.ratings,
         launcher: Launcher::MultiCall(exe),
         admin_token,
-        extra_env: Vec::new(),
-        ready_timeout: args.ready_timeout,
+        extra_env,
+        ready_timeout,
     })
     .await
     .context("the system did not start")?;

@@ -67,6 +67,19 @@ fn statements(cql: &str) -> Vec<String> {
         .collect()
 }
 
+/// A migration's DDL with its table named in `keyspace` (the files name
+/// tables bare; the session never runs `USE`).
+fn in_keyspace(keyspace: &str, stmt: &str) -> String {
+    for lead in ["CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "] {
+        if let Some(rest) = stmt.strip_prefix(lead)
+            && !rest.split_whitespace().next().unwrap_or("").contains('.')
+        {
+            return format!("{lead}{keyspace}.{rest}");
+        }
+    }
+    stmt.to_owned()
+}
+
 fn checksum(cql: &str) -> i64 {
     i64::from(crc32fast::hash(cql.as_bytes()))
 }
@@ -188,7 +201,7 @@ impl CqlStore {
             }
             tracing::info!(version = m.version, name = m.name, "applying migration");
             for stmt in statements(m.cql) {
-                ddl(session, &stmt).await?;
+                ddl(session, &in_keyspace(ks, &stmt)).await?;
             }
             let record = self.lwt(&format!(
                 "INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_at) \
@@ -300,6 +313,17 @@ mod tests {
                 assert!(!s.contains("--"), "comments stripped: {s}");
             }
         }
+        assert_eq!(
+            in_keyspace(
+                "ks",
+                "CREATE TABLE IF NOT EXISTS titles (id text PRIMARY KEY)"
+            ),
+            "CREATE TABLE IF NOT EXISTS ks.titles (id text PRIMARY KEY)"
+        );
+        assert_eq!(
+            in_keyspace("ks", "ALTER TABLE ks.titles ADD x int"),
+            "ALTER TABLE ks.titles ADD x int"
+        );
         assert_eq!(
             statements(MIGRATIONS[0].cql).len(),
             8,

@@ -53,7 +53,7 @@ use prometheus_client::metrics::counter::Counter;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::{Consistency, SerialConsistency};
@@ -216,7 +216,15 @@ pub struct CqlStore {
     /// and titles are never deleted, so a positive answer can be kept.
     known_titles: moka::future::Cache<String, ()>,
     cas_retries: Counter,
+    /// Rating writes to one title queue here (per process) instead of
+    /// racing each other in Paxos: Cassandra's compare-and-set degrades
+    /// into timeouts under heavy contention on one partition, so only
+    /// writes from different dal instances ever compete.
+    title_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`CqlStore::title_locks`].
+const TITLE_LOCK_STRIPES: usize = 256;
 
 impl fmt::Debug for CqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -260,6 +268,9 @@ impl CqlStore {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             cas_retries,
+            title_locks: (0..TITLE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         });
         tokio::spawn(connect_loop(Arc::downgrade(&store), startup));
         store
@@ -453,19 +464,33 @@ impl CqlStore {
         Ok(())
     }
 
+    /// Checks that the keyspace exists (statements name it themselves;
+    /// the session never runs `USE`).
     async fn use_keyspace(&self) -> Result<(), StoreError> {
         if self.keyspace_in_use.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.session()?
-            .use_keyspace(&self.config.keyspace, false)
+        let ks = &self.config.keyspace;
+        let missing = |why: String| {
+            StoreError::Unavailable(format!(
+                "keyspace {ks} is not usable (has `dal migrate` run?): {why}"
+            ))
+        };
+        let mut st = scylla::statement::Statement::new(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+        );
+        st.set_consistency(Consistency::LocalOne);
+        st.set_request_timeout(Some(self.config.request_timeout));
+        let rows = self
+            .session()?
+            .query_unpaged(st, (ks,))
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "keyspace {} is not usable (has `dal migrate` run?): {e}",
-                    self.config.keyspace
-                ))
-            })?;
+            .map_err(|e| missing(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| missing(e.to_string()))?;
+        if rows.rows_num() == 0 {
+            return Err(missing("it does not exist".into()));
+        }
         self.keyspace_in_use.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -562,6 +587,30 @@ fn corrupt(table: &'static str, e: impl fmt::Display) -> StoreError {
         table,
         reason: e.to_string(),
     }
+}
+
+/// What a compare-and-set round did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cas {
+    /// It applied.
+    Applied,
+    /// Its condition was false: someone else changed the row first.
+    Lost,
+    /// No answer in time: it may or may not have applied (Paxos may still
+    /// finish it). Only a serial read can tell.
+    Unknown,
+}
+
+/// Whether an error of a conditional write leaves its outcome open: a
+/// write timeout in the Paxos or commit phase.
+pub(super) fn cas_outcome_unknown(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::WriteTimeout { .. },
+            _
+        ))
+    )
 }
 
 /// Whether a conditional statement or batch applied (`[applied]`).

@@ -18,7 +18,7 @@ use super::super::token::{self, Kind};
 use super::super::{
     Page, ProgressOutcome, RatingOutcome, SeedReport, StoreError, by_average_desc, newer,
 };
-use super::{CqlStore, applied, corrupt, exec_error};
+use super::{Cas, CqlStore, applied, cas_outcome_unknown, corrupt, exec_error};
 
 /// The one partition of `all_titles`.
 const ALL_TITLES_SHARD: i32 = 0;
@@ -75,6 +75,10 @@ pub(super) fn rating_ts(rated_at_ms: i64, stars: u32) -> i64 {
 pub(super) fn progress_ts(updated_at_ms: i64) -> i64 {
     updated_at_ms.saturating_mul(1000)
 }
+
+/// `(user_id, stars, rated_at_ms)` of `ratings_by_title`; all null in a
+/// partition that holds only its summary.
+type TitleRatingRow = (Option<String>, Option<i32>, Option<i64>);
 
 /// A stored rating row as the conditions need it (raw, nulls included).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -213,6 +217,34 @@ impl CqlStore {
             .await?
             .map_err(|e| exec_error(table, e))?;
         Ok(())
+    }
+
+    /// Runs a conditional batch (one compare-and-set round).
+    async fn cas_batch(
+        &self,
+        table: &'static str,
+        batch: &Batch,
+        values: impl BatchValues,
+    ) -> Result<Cas, StoreError> {
+        let (session, _) = self.conn()?;
+        let (budget, from_caller) = self.budget(table)?;
+        match tokio::time::timeout(budget, session.batch(batch, values)).await {
+            Ok(Ok(result)) => Ok(if applied(table, result)? {
+                Cas::Applied
+            } else {
+                Cas::Lost
+            }),
+            Ok(Err(e)) if cas_outcome_unknown(&e) => {
+                tracing::debug!(table, error = %e, "compare-and-set outcome unknown; re-reading");
+                Ok(Cas::Unknown)
+            }
+            Ok(Err(e)) => Err(exec_error(table, e)),
+            // The caller gave up: a retry of the same write finds out.
+            Err(_) if from_caller => Err(StoreError::Timeout(format!(
+                "{table}: the caller's deadline passed during a compare-and-set"
+            ))),
+            Err(_) => Ok(Cas::Unknown),
+        }
     }
 
     /// Runs a batch; for a conditional one, whether it applied.
@@ -379,7 +411,15 @@ impl CqlStore {
     pub async fn put_rating(&self, r: &Rating) -> Result<RatingOutcome, StoreError> {
         self.require_title(&r.title_id).await?;
         let (_, st) = self.conn()?;
+        let stripe = crc32fast::hash(r.title_id.as_bytes()) as usize % self.title_locks.len();
+        let _queued = match self.title_locks.get(stripe) {
+            Some(lock) => Some(self.within("ratings_by_title", lock.lock()).await?),
+            None => None,
+        };
         let stars = int(r.stars);
+        // Set when a round's outcome was unknown: finding this very
+        // rating stored afterwards may mean that round applied it.
+        let mut maybe_applied = false;
         for attempt in 0..CAS_ATTEMPTS {
             // The first read is a plain quorum read; after a lost race,
             // a serial read sees the winner's committed state.
@@ -389,10 +429,12 @@ impl CqlStore {
             if let Some(old) = &row
                 && !newer((r.rated_at_ms, r.stars), old.key())
             {
-                if old.key() == (r.rated_at_ms, r.stars) {
-                    // This very rating is stored (a retry or duplicate):
-                    // make sure its derived row exists too, in case the
-                    // first attempt died after its Paxos round.
+                let ours = old.key() == (r.rated_at_ms, r.stars);
+                if ours {
+                    // This very rating is stored (a retry or duplicate, or
+                    // our own round that timed out): make sure its derived
+                    // row exists too, in case an earlier attempt died
+                    // after its Paxos round.
                     self.write_user_rating(r, old.prev_at).await?;
                 }
                 return Ok(RatingOutcome {
@@ -402,7 +444,7 @@ impl CqlStore {
                         stars: unsigned(old.stars),
                         rated_at_ms: old.at.unwrap_or(0),
                     },
-                    applied: false,
+                    applied: ours && maybe_applied,
                     summary: summary.to_proto(&r.title_id),
                 });
             }
@@ -420,9 +462,9 @@ impl CqlStore {
                 r.title_id.as_str(),
                 summary.version,
             );
-            let won = match &row {
+            let round = match &row {
                 None => {
-                    self.batch(
+                    self.cas_batch(
                         "ratings_by_title",
                         &st.rating_insert_cas,
                         (
@@ -434,12 +476,11 @@ impl CqlStore {
                             ),
                             cas,
                         ),
-                        true,
                     )
                     .await?
                 }
                 Some(old) => {
-                    self.batch(
+                    self.cas_batch(
                         "ratings_by_title",
                         &st.rating_update_cas,
                         (
@@ -455,12 +496,14 @@ impl CqlStore {
                             ),
                             cas,
                         ),
-                        true,
                     )
                     .await?
                 }
             };
-            if won {
+            if round == Cas::Unknown {
+                maybe_applied = true;
+            }
+            if round == Cas::Applied {
                 self.write_user_rating(r, row.and_then(|o| o.at)).await?;
                 return Ok(RatingOutcome {
                     rating: r.clone(),
@@ -468,7 +511,8 @@ impl CqlStore {
                     summary: next.to_proto(&r.title_id),
                 });
             }
-            // Someone changed the row or the summary since we read them.
+            // Someone changed the row or the summary since we read them,
+            // or the round's outcome is unknown: re-read serially.
             self.cas_retries.inc();
             let pause = rand::random_range(0..(2u64 << attempt.min(5)));
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
@@ -566,7 +610,7 @@ impl CqlStore {
             None => PagingState::start(),
         };
         let stmt = paged(&st.ratings_of_title, limit);
-        let (rows, next): (Vec<(Option<String>, Option<i32>, Option<i64>)>, _) = self
+        let (rows, next): (Vec<TitleRatingRow>, _) = self
             .page("ratings_by_title", &stmt, (title_id,), state)
             .await?;
         Ok(Page {

@@ -39,6 +39,21 @@ type RatingScanRow = (
     Option<i64>,
 );
 
+/// `(user_id, stars, rating_count, stars_sum, version)`, read serially.
+type SerialSummaryRow = (
+    Option<String>,
+    Option<i32>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// `(stars, rated_at_ms, prev_stars, prev_rated_at_ms)`.
+type RatingRow = (Option<i32>, Option<i64>, Option<i32>, Option<i64>);
+
+/// `(user_id, title_id, position_s, updated_at_ms, WRITETIME(position_s))`.
+type ProgressScanRow = (String, String, Option<i32>, Option<i64>, Option<i64>);
+
 /// `(key fields…, value, WRITETIME(value))` of a time-ordered index row.
 type IndexRow = (String, i64, String, Option<i32>, Option<i64>);
 
@@ -182,13 +197,7 @@ impl CqlStore {
     async fn fix_summary(&self, title: &str) -> Result<bool, StoreError> {
         let (_, st) = self.conn()?;
         for _ in 0..10 {
-            let rows: Vec<(
-                Option<String>,
-                Option<i32>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-            )> = self
+            let rows: Vec<SerialSummaryRow> = self
                 .rows("ratings_by_title", &st.ratings_of_title_serial, (title,))
                 .await?;
             let (mut n, mut sum) = (0i64, 0i64);
@@ -315,7 +324,7 @@ impl CqlStore {
 
     async fn current_rating(&self, title: &str, user: &str) -> Result<Option<Entry>, StoreError> {
         let (_, st) = self.conn()?;
-        let row: Option<(Option<i32>, Option<i64>, Option<i32>, Option<i64>)> = self
+        let row: Option<RatingRow> = self
             .first("ratings_by_title", &st.rating_row, (title, user))
             .await?;
         Ok(row.and_then(|(stars, at, _, _)| {
@@ -342,8 +351,7 @@ impl CqlStore {
     /// `progress_by_user` must hold exactly one row per progress entry.
     async fn repair_progress(&self) -> Result<Check, StoreError> {
         let (_, st) = self.conn()?;
-        let truth_rows: Vec<(String, String, Option<i32>, Option<i64>, Option<i64>)> =
-            self.scan("progress", &st.scan_progress, ()).await?;
+        let truth_rows: Vec<ProgressScanRow> = self.scan("progress", &st.scan_progress, ()).await?;
         let truth: BTreeMap<(String, String), Entry> = truth_rows
             .into_iter()
             .filter_map(|(user, title, pos, at, _)| {

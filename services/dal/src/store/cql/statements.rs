@@ -89,7 +89,10 @@ struct Preparer<'a> {
 
 impl Preparer<'_> {
     async fn read(&self, cql: &str) -> Result<PreparedStatement, PrepareError> {
-        let mut p = self.session.prepare(cql).await?;
+        let mut p = self
+            .session
+            .prepare(qualify(&self.config.keyspace, cql))
+            .await?;
         p.set_consistency(self.config.read_consistency);
         p.set_is_idempotent(true);
         Ok(p)
@@ -104,7 +107,10 @@ impl Preparer<'_> {
     /// A read of Paxos-managed state: sees every committed (and completes
     /// any in-flight) LWT, so a compare-and-set retry starts from the truth.
     async fn serial_read(&self, cql: &str) -> Result<PreparedStatement, PrepareError> {
-        let mut p = self.session.prepare(cql).await?;
+        let mut p = self
+            .session
+            .prepare(qualify(&self.config.keyspace, cql))
+            .await?;
         p.set_consistency(match self.config.serial_consistency {
             SerialConsistency::Serial => Consistency::Serial,
             SerialConsistency::LocalSerial => Consistency::LocalSerial,
@@ -115,7 +121,10 @@ impl Preparer<'_> {
 
     /// A write that states its own timestamp: replaying it changes nothing.
     async fn write(&self, cql: &str) -> Result<PreparedStatement, PrepareError> {
-        let mut p = self.session.prepare(cql).await?;
+        let mut p = self
+            .session
+            .prepare(qualify(&self.config.keyspace, cql))
+            .await?;
         p.set_consistency(self.config.write_consistency);
         p.set_is_idempotent(true);
         Ok(p)
@@ -123,7 +132,10 @@ impl Preparer<'_> {
 
     /// A conditional (LWT) write: never retried blindly.
     async fn cas(&self, cql: &str) -> Result<PreparedStatement, PrepareError> {
-        let mut p = self.session.prepare(cql).await?;
+        let mut p = self
+            .session
+            .prepare(qualify(&self.config.keyspace, cql))
+            .await?;
         p.set_consistency(self.config.write_consistency);
         p.set_serial_consistency(Some(self.config.serial_consistency));
         p.set_is_idempotent(false);
@@ -142,6 +154,33 @@ impl Preparer<'_> {
         b.set_is_idempotent(!conditional);
         b
     }
+}
+
+/// `cql` with every table after FROM, INTO or UPDATE prefixed by the
+/// keyspace: statements are prepared fully qualified, never relying on a
+/// session-wide `USE` (which Cassandra 5 warns about, and which makes a
+/// prepared statement's table depend on connection state).
+fn qualify(keyspace: &str, cql: &str) -> String {
+    let mut out = String::with_capacity(cql.len() + 4 * keyspace.len());
+    let mut after_keyword = false;
+    for (i, word) in cql.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if after_keyword
+            && !word.is_empty()
+            && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            out.push_str(keyspace);
+            out.push('.');
+        }
+        out.push_str(word);
+        after_keyword = matches!(
+            word.to_ascii_uppercase().as_str(),
+            "FROM" | "INTO" | "UPDATE"
+        );
+    }
+    out
 }
 
 const TITLE_COLUMNS: &str = "id, name, genre, year, runtime_min, synopsis";
@@ -242,8 +281,7 @@ impl Statements {
                 .await?,
             titles_of_genre: p
                 .read(&format!(
-                    "SELECT id, name, genre, year, runtime_min, synopsis \
-                     FROM titles_by_genre WHERE genre = ?"
+                    "SELECT {TITLE_COLUMNS} FROM titles_by_genre WHERE genre = ?"
                 ))
                 .await?,
             genre_names: p.scan("SELECT DISTINCT genre FROM titles_by_genre").await?,
@@ -375,5 +413,35 @@ impl Statements {
                 )
                 .await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qualify;
+
+    #[test]
+    fn tables_are_qualified_with_the_keyspace() {
+        assert_eq!(
+            qualify("ks", "SELECT COUNT(*) FROM titles_by_genre WHERE genre = ?"),
+            "SELECT COUNT(*) FROM ks.titles_by_genre WHERE genre = ?"
+        );
+        assert_eq!(
+            qualify(
+                "ks",
+                "DELETE FROM ratings_by_user USING TIMESTAMP ? WHERE a = ?"
+            ),
+            "DELETE FROM ks.ratings_by_user USING TIMESTAMP ? WHERE a = ?"
+        );
+        assert_eq!(
+            qualify("ks", "INSERT INTO t (a) VALUES (?)"),
+            "INSERT INTO ks.t (a) VALUES (?)"
+        );
+        assert_eq!(qualify("ks", "UPDATE x SET a = ?"), "UPDATE ks.x SET a = ?");
+        assert_eq!(
+            qualify("ks", "SELECT release_version FROM system.local"),
+            "SELECT release_version FROM system.local",
+            "already qualified"
+        );
     }
 }
