@@ -1,6 +1,9 @@
 //! `fleet up` as a user runs it: one command, the whole system, Ctrl-C or
 //! SIGTERM to stop, data kept between runs.
 
+// Test code: a panic is how a test reports a broken system.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Stdio;
 use std::time::Duration;
 

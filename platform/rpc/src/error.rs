@@ -105,6 +105,16 @@ impl RpcError {
                 message,
                 retry_after: None,
             },
+            // tonic makes up UNKNOWN statuses locally when a connection
+            // breaks mid-call (the peer was killed, the stream was reset);
+            // those carry the transport error as their source, which a
+            // status read off the wire never does.
+            Code::Unknown if is_transport(status) => Self::Unavailable {
+                dependency,
+                reason: Unavailable::Transport,
+                message,
+                retry_after: None,
+            },
             _ => Self::Internal {
                 dependency,
                 message,
@@ -192,6 +202,22 @@ mod tests {
                 ..
             }
         ));
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert!(
+            matches!(
+                RpcError::from_status("dal", &broken),
+                RpcError::Unavailable {
+                    reason: Unavailable::Transport,
+                    ..
+                }
+            ),
+            "{broken:?}"
+        );
+        let e = RpcError::from_status("dal", &tonic::Status::unknown("handler said so"));
+        assert!(matches!(e, RpcError::Internal { .. }));
         let e = RpcError::from_status("dal", &tonic::Status::internal("boom"));
         assert_eq!(e.to_status().code(), tonic::Code::Internal);
         assert!(
