@@ -63,7 +63,10 @@ async fn the_whole_system_serves_every_route_and_stops_cleanly() {
 
     // Both catalog releases serve side by side; a pin picks one.
     for (pin, version) in [("1.2", "1.2.4"), ("1.3", "1.3.0")] {
-        let r = c.get_title("t00011", &opts().pin("catalog", pin)).await.unwrap();
+        let r = c
+            .get_title("t00011", &opts().pin("catalog", pin))
+            .await
+            .unwrap();
         let served: Vec<&str> = r
             .served_by
             .iter()
