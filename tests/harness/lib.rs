@@ -63,9 +63,18 @@ pub struct System {
     pub data: tempfile::TempDir,
 }
 
+/// The admin token every instance of a test system is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 impl System {
     /// Starts dal, catalog, ratings and edge binaries on free ports.
     pub async fn start(size: Size) -> Self {
+        Self::start_with(size, &[]).await
+    }
+
+    /// As [`System::start`], with extra environment for every instance
+    /// (e.g. `RATINGS_BREAKER_SLEEP`).
+    pub async fn start_with(size: Size, env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let topology = Topology::start(TopologyOptions {
             edge_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -75,11 +84,12 @@ impl System {
             catalog_v1_3: size.catalog_v1_3,
             ratings: size.ratings,
             launcher: Launcher::Binaries(bin_dir()),
-            admin_token: "e2e-admin-token-0123456789".into(),
-            extra_env: vec![
-                ("RUST_LOG".into(), "info".into()),
-                ("READINESS_INTERVAL".into(), "200ms".into()),
-            ],
+            admin_token: ADMIN_TOKEN.into(),
+            extra_env: [("RUST_LOG", "info"), ("READINESS_INTERVAL", "200ms")]
+                .iter()
+                .chain(env)
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ready_timeout: Duration::from_secs(60),
         })
         .await
@@ -123,6 +133,51 @@ impl System {
         }
         total
     }
+}
+
+/// The Prometheus text of the instance whose admin port is `admin`.
+pub async fn scrape(admin: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Adds a fault rule (`/admin/faults`) on an instance; returns its id.
+pub async fn add_fault(admin: std::net::SocketAddr, spec: serde_json::Value) -> u64 {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{admin}/admin/faults"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&spec)
+        .send()
+        .await
+        .expect("fault admin reachable");
+    assert_eq!(resp.status(), 201, "fault refused: {:?}", resp.text().await);
+    let body: serde_json::Value = resp.json().await.expect("fault id");
+    body["id"].as_u64().expect("fault id")
+}
+
+/// Removes every fault rule of an instance.
+pub async fn clear_faults(admin: std::net::SocketAddr) {
+    let resp = reqwest::Client::new()
+        .delete(format!("http://{admin}/admin/faults"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("fault admin reachable");
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// Sums the samples of `name` whose labels contain every one of
+/// `include`.
+pub fn sum_matching(text: &str, name: &str, include: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .filter(|l| include.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Sums the samples of `name` in a Prometheus text exposition, skipping

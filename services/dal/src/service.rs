@@ -189,9 +189,11 @@ impl DataAccess for DalService {
         validate::timestamp("rating.rated_at_ms", rating.rated_at_ms)?;
         check_deadline()?;
         let outcome = self.store.put_rating(rating).await?;
-        // The store committed: the cache now holds the committed summary
-        // (or, if it cannot take it, drops the stale one when it can).
-        self.cache.replace_summary(outcome.summary.clone()).await;
+        // The store committed: drop the cached summary so the next read
+        // sees the committed one.
+        self.cache
+            .invalidate_summary(&outcome.summary.title_id)
+            .await;
         tracing::debug!(
             user_id = %outcome.rating.user_id,
             title_id = %outcome.rating.title_id,

@@ -8,8 +8,9 @@
 //! | `top_rated` | ratings `TopRated` + catalog titles | the last good row (`cached`), else empty |
 //! | `genre` | catalog `ListTitles` of the user's current genre | empty row |
 //!
-//! The first two are asked for at once, then one catalog batch fills in
-//! their titles while the genre row is listed. A degraded row is listed in
+//! The first two are asked for at once, with at most half the remaining
+//! budget (they have fallbacks), then one catalog batch fills in their
+//! titles while the genre row is listed. A degraded row is listed in
 //! `degraded`; only when every row failed and no fallback has anything is
 //! the answer an error (503/504).
 
@@ -24,7 +25,7 @@ use fleet_rpc::{CallOptions, RpcError};
 
 use crate::error::{ApiError, degraded_reason};
 use crate::extract::{self, ApiPath};
-use crate::state::EdgeState;
+use crate::state::{EdgeState, optional_part};
 use crate::titles::with_rating;
 
 /// Titles per row.
@@ -51,9 +52,11 @@ pub async fn home(
 ) -> Result<Json<HomePage>, ApiError> {
     extract::id("user id", &user)?;
     let opts = CallOptions::default;
+    // The ratings rows are optional: they may spend only part of the
+    // budget, so the catalog stage after them still has time.
     let (watching, top) = tokio::join!(
-        s.ratings.continue_watching(&user, ROW_LEN, opts()),
-        s.ratings.top_rated(ROW_LEN, None, opts()),
+        s.ratings.continue_watching(&user, ROW_LEN, optional_part()),
+        s.ratings.top_rated(ROW_LEN, None, optional_part()),
     );
 
     let mut ids: Vec<String> = Vec::new();

@@ -8,6 +8,21 @@ use fleet_edge_client::model::HomeItem;
 use fleet_ratings_client::RatingsClient;
 use tokio::time::Instant;
 
+/// Share of the remaining budget an optional part (one with a fallback)
+/// may spend: the rest is kept for the parts the answer cannot do without,
+/// so a slow optional dependency degrades the answer instead of timing it
+/// out.
+pub const OPTIONAL_SHARE: f64 = 0.5;
+
+/// Call options for an optional part: at most [`OPTIONAL_SHARE`] of the
+/// request's remaining budget (no limit of its own outside a request).
+pub fn optional_part() -> fleet_rpc::CallOptions {
+    match fleet_context::RequestContext::current().and_then(|cx| cx.remaining()) {
+        Some(left) => fleet_rpc::CallOptions::timeout(left.mul_f64(OPTIONAL_SHARE)),
+        None => fleet_rpc::CallOptions::default(),
+    }
+}
+
 /// Handler state (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct EdgeState {

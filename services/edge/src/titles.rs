@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, degraded_reason};
 use crate::extract::{self, ApiPath, ApiQuery};
-use crate::state::EdgeState;
+use crate::state::{EdgeState, optional_part};
 
 /// Query of `GET /titles`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -48,7 +48,7 @@ pub async fn get_title(
     // The summary is optional: ask for it beside the title, not after it.
     let (title, summaries) = tokio::join!(
         s.catalog.get_title(&id, CallOptions::default()),
-        s.ratings.get_summaries(&ids, CallOptions::default()),
+        s.ratings.get_summaries(&ids, optional_part()),
     );
     let title = title.map_err(|e| ApiError::from_rpc(&e))?;
     let mut degraded = Vec::new();
@@ -90,7 +90,7 @@ pub async fn list_titles(
     } else {
         let ids: Vec<String> = page.items.iter().map(|t| t.id.clone()).collect();
         summaries_or_degrade(
-            s.ratings.get_summaries(&ids, CallOptions::default()).await,
+            s.ratings.get_summaries(&ids, optional_part()).await,
             &mut degraded,
         )
     };

@@ -181,13 +181,15 @@ impl Cache {
         }
     }
 
-    /// Replaces a title's summary with what a committed write returned.
-    /// When the cache cannot take it, the stale entry is invalidated as
-    /// soon as it can be.
-    pub async fn replace_summary(&self, summary: RatingSummary) {
+    /// Drops a title's cached summary after a committed write; the next
+    /// read fills it from the store. (Putting the write's own result in
+    /// the cache instead would race: concurrent writes finish in any order,
+    /// and an older summary could land last.) When Redis cannot take the
+    /// delete, it is retried as soon as Redis answers again.
+    pub async fn invalidate_summary(&self, title_id: &str) {
         match self {
-            Self::Local(c) => c.put_summary(summary).await,
-            Self::Redis(c) => c.replace_summary(summary).await,
+            Self::Local(c) => c.invalidate_summary(title_id).await,
+            Self::Redis(c) => c.invalidate_summary(title_id).await,
         }
     }
 

@@ -423,23 +423,15 @@ impl RedisCache {
         .await;
     }
 
-    /// Sets the summary a committed write returned; if Redis cannot take
-    /// it, the key is deleted as soon as Redis answers again.
-    pub async fn replace_summary(&self, summary: RatingSummary) {
-        let key = self.summary_key(&summary.title_id);
-        let ttl = self.ttl_ms(&key, self.inner.ttl.summary_ttl);
-        let value = encode_summary(&summary);
+    /// Deletes a title's summary after a committed write; if Redis cannot
+    /// take the delete, it is retried as soon as Redis answers again.
+    pub async fn invalidate_summary(&self, title_id: &str) {
+        let key = self.summary_key(title_id);
         let mut conn = self.inner.conn.clone();
         let k = key.clone();
         let done = self
-            .call("summaries", "set", async move {
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut conn)
-                    .await
+            .call("summaries", "del", async move {
+                redis::cmd("DEL").arg(&k).query_async::<()>(&mut conn).await
             })
             .await;
         if done.is_none() {
