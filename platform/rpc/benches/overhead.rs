@@ -39,12 +39,13 @@ fn overhead(c: &mut Criterion) {
         .build()
         .unwrap();
     let addr = rt.block_on(server());
+    // Channels and clients spawn their connection tasks on this runtime.
+    let _guard = rt.enter();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
     let bare = HealthClient::new(channel);
     let dep = {
-        let _guard = rt.enter();
         let instances =
             fleet_rpc::parse_instances(&addr.to_string(), &semver::Version::new(1, 0, 0)).unwrap();
         Dependency::new(
