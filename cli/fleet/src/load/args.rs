@@ -18,8 +18,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Flags of `fleet load`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Exit status: 0 all thresholds held, 2 bad input (nothing was sent), \
-                        99 a threshold was breached, 1 the tool itself failed.")]
+#[command(
+    after_help = "Exit status: 0 all thresholds held, 2 bad input (nothing was sent), \
+                        99 a threshold was breached, 1 the tool itself failed."
+)]
 pub struct LoadArgs {
     /// Where to send load: the edge's base URL (`http://127.0.0.1:8080`) or
     /// one service over gRPC (`grpc://127.0.0.1:7100`). Only this address
@@ -32,7 +34,7 @@ pub struct LoadArgs {
     pub service: Option<Service>,
     /// Arrival rate in requests per second (open loop: requests are sent
     /// on the clock, whatever the previous response did).
-    #[arg(long, required_unless_present_any = ["merge", "closed_loop"])]
+    #[arg(long, required_unless_present_any = ["merge", "closed_loop"], allow_hyphen_values = true)]
     pub rate: Option<String>,
     /// How long to measure (after the warm-up), e.g. `30s`, `2m`.
     #[arg(long)]
@@ -284,10 +286,11 @@ impl LoadArgs {
             .map(|t| Threshold::parse(t))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(path) = &self.threshold_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ArgsError::ThresholdFile {
-                path: path.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ArgsError::ThresholdFile {
+                    path: path.clone(),
+                    source,
+                })?;
             for line in text.lines() {
                 let line = line.split('#').next().unwrap_or_default().trim();
                 if !line.is_empty() {
@@ -313,11 +316,7 @@ impl LoadArgs {
         if !self.merge.is_empty() {
             for p in &self.merge {
                 if !p.is_file() {
-                    return Err(invalid(
-                        "merge",
-                        &p.display().to_string(),
-                        "no such file",
-                    ));
+                    return Err(invalid("merge", &p.display().to_string(), "no such file"));
                 }
             }
             if self.abort_on_fail {
@@ -604,11 +603,7 @@ fn parse_header(h: &str) -> Result<(String, String), ArgsError> {
 
 fn check_writable(flag: &'static str, path: &Path) -> Result<(), ArgsError> {
     if path.is_dir() {
-        return Err(invalid(
-            flag,
-            &path.display().to_string(),
-            "is a directory",
-        ));
+        return Err(invalid(flag, &path.display().to_string(), "is a directory"));
     }
     let parent = path
         .parent()
@@ -656,8 +651,7 @@ mod tests {
         let (t, mix) = parse_target("grpc://127.0.0.1:7100", None, Some("genres")).unwrap();
         assert_eq!(t.service(), Service::Catalog);
         assert_eq!(mix.ops().len(), 1);
-        let (t, _) =
-            parse_target("grpc://127.0.0.1:7200", Some(Service::Ratings), None).unwrap();
+        let (t, _) = parse_target("grpc://127.0.0.1:7200", Some(Service::Ratings), None).unwrap();
         assert_eq!(t.service(), Service::Ratings);
         for bad in [
             "127.0.0.1:8080",
@@ -678,7 +672,14 @@ mod tests {
         // gRPC with neither --service nor a telling mix is ambiguous.
         assert!(parse_target("grpc://127.0.0.1:7100", None, None).is_err());
         // An operation the service does not serve.
-        assert!(parse_target("grpc://127.0.0.1:7100", Some(Service::Catalog), Some("home")).is_err());
+        assert!(
+            parse_target(
+                "grpc://127.0.0.1:7100",
+                Some(Service::Catalog),
+                Some("home")
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -116,10 +116,7 @@ impl Driver {
         match self {
             Self::Edge { client, opts } => edge(client, opts, req).await,
             Self::Catalog(c, o) => grpc(match req.op {
-                Op::Browse => c
-                    .list_titles(Some(req.genre), 20, None, *o)
-                    .await
-                    .map(drop),
+                Op::Browse => c.list_titles(Some(req.genre), 20, None, *o).await.map(drop),
                 Op::Genres => c.list_genres(*o).await.map(drop),
                 _ => c.get_title(&req.title, *o).await.map(drop),
             }),
@@ -136,10 +133,7 @@ impl Driver {
                     )
                     .await
                     .map(drop),
-                Op::Ratings => c
-                    .list_user_ratings(&req.user, 20, None, *o)
-                    .await
-                    .map(drop),
+                Op::Ratings => c.list_user_ratings(&req.user, 20, None, *o).await.map(drop),
                 Op::Continue => c.continue_watching(&req.user, 10, *o).await.map(drop),
                 Op::Top => c.top_rated(10, Some(req.genre), *o).await.map(drop),
                 _ => c
@@ -156,10 +150,7 @@ impl Driver {
                     .map(drop),
             }),
             Self::Dal(c, o) => grpc(match req.op {
-                Op::Browse => c
-                    .list_titles(Some(req.genre), 20, None, *o)
-                    .await
-                    .map(drop),
+                Op::Browse => c.list_titles(Some(req.genre), 20, None, *o).await.map(drop),
                 Op::Ratings => c
                     .list_ratings_by_user(&req.user, 20, None, *o)
                     .await

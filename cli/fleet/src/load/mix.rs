@@ -216,7 +216,10 @@ impl Mix {
             )),
             many => Err(format!(
                 "--mix {mix:?} fits {}; give --service",
-                many.iter().map(|s| s.name()).collect::<Vec<_>>().join(" and ")
+                many.iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )),
         }
     }

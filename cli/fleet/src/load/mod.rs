@@ -129,6 +129,14 @@ pub fn main(args: LoadArgs) -> ExitCode {
 /// # Errors
 /// [`LoadError`] when the run could not be carried out.
 pub async fn run(cfg: &LoadConfig) -> Result<Report, LoadError> {
+    run_recorded(cfg).await.map(|(report, _)| report)
+}
+
+/// [`run`], also returning the histograms behind the report.
+///
+/// # Errors
+/// [`LoadError`] when the run could not be carried out.
+pub async fn run_recorded(cfg: &LoadConfig) -> Result<(Report, recorder::Recorded), LoadError> {
     // Output files first: a bad path fails before any load is sent.
     let create = |p: &PathBuf| {
         File::create(p).map_err(|source| LoadError::Create {
@@ -227,7 +235,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Report, LoadError> {
         .map_err(|_| LoadError::Thread("the recorder panicked".into()))??;
     let report = Report::new(info, &recorded, &counters.tally(), &cfg.thresholds);
     write_outputs(&cfg.outputs, &recorded)?;
-    Ok(report)
+    Ok((report, recorded))
 }
 
 /// Merges the interval logs of earlier runs into one report.

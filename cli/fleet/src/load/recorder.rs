@@ -370,8 +370,7 @@ pub fn run(settings: RecorderSettings, rx: &Receiver<Sample>) -> Result<Recorded
                     let ok = s.outcome.ok;
                     overall.latencies.record(response, service, ok);
                     interval.record(response, service, ok);
-                    if let (Some(op), Some(iop)) = (ops.get_mut(s.op), interval_ops.get_mut(s.op))
-                    {
+                    if let (Some(op), Some(iop)) = (ops.get_mut(s.op), interval_ops.get_mut(s.op)) {
                         op.latencies.record(response, service, ok);
                         iop.record(response, service, ok);
                         *op.statuses.entry(s.outcome.status.clone()).or_default() += 1;

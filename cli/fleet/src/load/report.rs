@@ -13,8 +13,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
 use crate::load::recorder::{
-    HEADER_PREFIX, Latencies, OpRecord, RecorderError, Recorded, Second, TRAILER_PREFIX, Tally,
-    ms,
+    HEADER_PREFIX, Latencies, OpRecord, Recorded, RecorderError, Second, TRAILER_PREFIX, Tally, ms,
 };
 use crate::load::threshold::{Figures, Threshold, Verdict};
 
@@ -195,12 +194,7 @@ pub struct Report {
 
 impl Report {
     /// Builds the report and checks the thresholds.
-    pub fn new(
-        run: RunInfo,
-        recorded: &Recorded,
-        tally: &Tally,
-        thresholds: &[Threshold],
-    ) -> Self {
+    pub fn new(run: RunInfo, recorded: &Recorded, tally: &Tally, thresholds: &[Threshold]) -> Self {
         let l = &recorded.overall.latencies;
         let completed = l.count();
         let failed = l.failed();
@@ -236,11 +230,7 @@ impl Report {
             .iter()
             .map(|o| OpReport {
                 name: o.name.clone(),
-                share_percent: run
-                    .mix
-                    .iter()
-                    .find(|(n, _)| *n == o.name)
-                    .map(|(_, p)| *p),
+                share_percent: run.mix.iter().find(|(n, _)| *n == o.name).map(|(_, p)| *p),
                 completed: o.latencies.count(),
                 errors: o.latencies.failed(),
                 statuses: o.statuses.clone(),
@@ -343,7 +333,11 @@ impl Report {
                     .share_percent
                     .map(|p| format!(" {p:.0}%"))
                     .unwrap_or_default();
-                row(&mut out, &format!("{}{share} response", o.name), &o.response);
+                row(
+                    &mut out,
+                    &format!("{}{share} response", o.name),
+                    &o.response,
+                );
                 row(&mut out, &format!("{}{share} service", o.name), &o.service);
             }
         }
@@ -354,7 +348,11 @@ impl Report {
             .collect();
         let _ = writeln!(out, "\n  status: {}", statuses.join(", "));
         for o in self.operations.iter().filter(|o| o.errors > 0) {
-            let s: Vec<String> = o.statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect();
+            let s: Vec<String> = o
+                .statuses
+                .iter()
+                .map(|(s, n)| format!("{s} ×{n}"))
+                .collect();
             let _ = writeln!(out, "    {}: {}", o.name, s.join(", "));
         }
         if !self.thresholds.is_empty() {
@@ -526,12 +524,18 @@ pub fn merge(paths: &[PathBuf]) -> Result<(RunInfo, Recorded, Tally), ReportErro
         let text = String::from_utf8_lossy(&bytes);
         let mut header: Option<RunInfo> = None;
         for line in text.lines() {
-            if let Some(j) = line.strip_prefix('#').and_then(|l| l.strip_prefix(HEADER_PREFIX)) {
+            if let Some(j) = line
+                .strip_prefix('#')
+                .and_then(|l| l.strip_prefix(HEADER_PREFIX))
+            {
                 header = serde_json::from_str(j).ok();
             }
-            if let Some(j) = line.strip_prefix('#').and_then(|l| l.strip_prefix(TRAILER_PREFIX)) {
-                let t: Tally = serde_json::from_str(j)
-                    .map_err(|e| bad(format!("bad final counts: {e}")))?;
+            if let Some(j) = line
+                .strip_prefix('#')
+                .and_then(|l| l.strip_prefix(TRAILER_PREFIX))
+            {
+                let t: Tally =
+                    serde_json::from_str(j).map_err(|e| bad(format!("bad final counts: {e}")))?;
                 tally.scheduled += t.scheduled;
                 tally.sent += t.sent;
                 tally.late_generator += t.late_generator;

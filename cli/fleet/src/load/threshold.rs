@@ -225,7 +225,11 @@ impl Threshold {
 
     /// Checks the threshold; `None` when it names an operation that is not
     /// in `ops`.
-    pub fn evaluate(&self, overall: &Figures<'_>, ops: &[(String, Figures<'_>)]) -> Option<Verdict> {
+    pub fn evaluate(
+        &self,
+        overall: &Figures<'_>,
+        ops: &[(String, Figures<'_>)],
+    ) -> Option<Verdict> {
         let f = match &self.scope {
             None => overall,
             Some(name) => &ops.iter().find(|(n, _)| n == name)?.1,
@@ -387,11 +391,17 @@ mod tests {
             record(&mut l.response, Duration::from_millis(1));
         }
         let f = figures(&l, 1);
-        let v = Threshold::parse("errors<1%").unwrap().evaluate(&f, &[]).unwrap();
+        let v = Threshold::parse("errors<1%")
+            .unwrap()
+            .evaluate(&f, &[])
+            .unwrap();
         assert!(!v.passed, "{v:?}"); // 1 of 100 is 1 %
         let empty = Latencies::new().unwrap();
         let f = figures(&empty, 0);
-        let v = Threshold::parse("p99<1s").unwrap().evaluate(&f, &[]).unwrap();
+        let v = Threshold::parse("p99<1s")
+            .unwrap()
+            .evaluate(&f, &[])
+            .unwrap();
         assert!(!v.passed && v.value.is_none());
     }
 
@@ -407,6 +417,11 @@ mod tests {
         )];
         let t = Threshold::parse("home:p99<100ms").unwrap();
         assert!(!t.evaluate(&overall, &ops).unwrap().passed);
-        assert!(Threshold::parse("title:p99<1ms").unwrap().evaluate(&overall, &ops).is_none());
+        assert!(
+            Threshold::parse("title:p99<1ms")
+                .unwrap()
+                .evaluate(&overall, &ops)
+                .is_none()
+        );
     }
 }
