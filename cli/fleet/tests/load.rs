@@ -502,7 +502,10 @@ async fn thresholds_set_the_exit_status() {
     assert!(report.sent < 50 * 60, "did not stop: {}", report.sent);
 }
 
-fn read_hlog(path: &Path) -> (String, Vec<(Option<String>, f64, Histogram<u64>)>) {
+/// One interval of a log: its tag, start (s) and histogram.
+type Interval = (Option<String>, f64, Histogram<u64>);
+
+fn read_hlog(path: &Path) -> (String, Vec<Interval>) {
     let bytes = std::fs::read(path).unwrap();
     let mut d = Deserializer::new();
     let mut out = Vec::new();
