@@ -428,9 +428,15 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets(h)
     );
     out
+}
+
+/// Java's `subBucketCount`: the smallest power of two ≥ 2·10^sigfig.
+fn sub_buckets(h: &Histogram<u64>) -> u64 {
+    let need = 2 * 10u64.pow(u32::from(h.sigfig()));
+    need.next_power_of_two()
 }
 
 /// The `.service.hgrm` path next to `--hgrm`'s.
