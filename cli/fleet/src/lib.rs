@@ -2,10 +2,12 @@
 //!
 //! `fleet up` runs the whole topology as local processes on embedded
 //! defaults; the supervisor and topology modules are also what the
-//! end-to-end tests use to start the real binaries.
+//! end-to-end tests use to start the real binaries. `fleet load` drives
+//! open-loop load through the driver clients (see [`load`]).
 
 #![forbid(unsafe_code)]
 
+pub mod load;
 pub mod service;
 pub mod supervisor;
 pub mod topology;
@@ -32,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system locally: dal, catalog 1.2 and 1.3, ratings, edge.
     Up(up::UpArgs),
+    /// Drive open-loop load at the edge or one service and report HDR
+    /// latency percentiles.
+    Load(Box<load::LoadArgs>),
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -51,6 +56,8 @@ pub fn main() -> ExitCode {
         // A service builds its own runtime, so dispatch before making one.
         Command::Service { name, args } => service::run(name, args),
         Command::Up(args) => block_on(up::run(args)),
+        // Load has its own exit statuses (bad input, breached thresholds).
+        Command::Load(args) => load::main(*args),
     }
 }
 

@@ -163,7 +163,12 @@ impl EdgeClient {
                 "base URL {base_url:?}: expected http://host:port"
             )));
         }
+        // Only ever the address given: no redirects followed, no proxy
+        // taken from the environment (a load test must not hit anything
+        // else).
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
