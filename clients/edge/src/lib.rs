@@ -470,6 +470,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redirects_are_never_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            while let Ok(Ok((mut s, _))) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), l.accept()).await
+            {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                served += 1;
+            }
+            served
+        });
+        let c = EdgeClient::new(&format!("http://{addr}")).unwrap();
+        let e = c
+            .get_title("t00001", &RequestOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(307), "{e:?}");
+        assert_eq!(
+            server.await.unwrap(),
+            1,
+            "one request, to the given address only"
+        );
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_is_a_transport_error() {
         // Bind then drop: the port is (almost certainly) closed now.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
