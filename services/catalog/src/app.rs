@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use fleet_dal_client::{DalClient, Dependency, InstanceSource};
+use fleet_dal_client::DalClient;
+use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_proto::catalog::v1::catalog_server::CatalogServer;
 use fleet_server::ServiceHost;
@@ -34,11 +35,13 @@ impl App {
         let version = config.server.identity.version.clone();
         let features = Features::for_version(&version);
         let metrics = Metrics::new(crate::SERVICE, &version.to_string());
-        let dal = DalClient::new(Dependency::new(
-            config.dal,
-            InstanceSource::Static(config.dal_instances),
-            metrics.grpc_client(),
-        ));
+        // Consul when CONSUL_HTTP_ADDR is set, else the static DAL_ADDRS.
+        let discovery = Discovery::new(config.server.discovery.clone(), &metrics)?;
+        let dal = DalClient::new(
+            discovery
+                .dependency(config.dal, config.dal_instances, metrics.grpc_client())
+                .await,
+        );
         let host = ServiceHost::bind(config.server, metrics).await?;
         let probe = dal.clone();
         host.readiness().add("dal", move || {
