@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod route;
 pub mod service;
+pub mod status;
 pub mod supervisor;
 pub mod topology;
 pub mod up;
@@ -32,6 +34,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system locally: dal, catalog 1.2 and 1.3, ratings, edge.
     Up(up::UpArgs),
+    /// Show or change a service's routing table (weights, cohorts);
+    /// `rollback` restores the previous one.
+    Route(route::RouteArgs),
+    /// Every instance by service, version, zone and health.
+    Status(status::StatusArgs),
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -51,6 +58,8 @@ pub fn main() -> ExitCode {
         // A service builds its own runtime, so dispatch before making one.
         Command::Service { name, args } => service::run(name, args),
         Command::Up(args) => block_on(up::run(args)),
+        Command::Route(args) => block_on(route::run(args)),
+        Command::Status(args) => block_on(status::run(args)),
     }
 }
 

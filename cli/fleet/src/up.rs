@@ -66,6 +66,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let mut extra_env = Vec::new();
+    // The embedded default's route tables: files every instance watches
+    // (`fleet route set` changes them live). Kept across restarts.
+    let routes_dir = run_dir.join("routes");
+    write_default_routes(&routes_dir)?;
+    extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
     if let Some(nodes) = &args.scylla_nodes {
         extra_env.push(("SCYLLA_NODES".to_owned(), nodes.clone()));
     }
@@ -186,6 +191,29 @@ async fn wait_for_stop(topo: &mut Topology) {
             }
         }
     }
+}
+
+/// The tables the deploy files seed into Consul KV, written where the
+/// embedded default reads them unless they exist already.
+fn write_default_routes(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    for (service, table) in [
+        (
+            "catalog",
+            include_str!("../../../deploy/routes/catalog.json"),
+        ),
+        (
+            "ratings",
+            include_str!("../../../deploy/routes/ratings.json"),
+        ),
+    ] {
+        let path = dir.join(format!("{service}.json"));
+        if !path.exists() {
+            std::fs::write(&path, table)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
