@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// catalog 1.3.x instances (1.3 adds badges to titles).
     #[arg(long = "catalog-v1-3", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub catalog_v1_3: u32,
+    /// catalog 2.0.x instances (the breaking `catalog.v2` interface, served
+    /// at the edge's `/api/v2/titles/{id}`).
+    #[arg(long = "catalog-v2", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub catalog_v2: u32,
     /// ratings instances.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub ratings: u32,
@@ -97,8 +101,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Duration::from_secs(60)
         });
     println!(
-        "fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
-        args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr
+        "fleet: starting dal, catalog {}+{}+{} (1.2/1.3/2.0), ratings {}, edge on {} …",
+        args.catalog_v1_2, args.catalog_v1_3, args.catalog_v2, args.ratings, args.edge_addr
     );
     let mut topo = Topology::start(TopologyOptions {
         edge_addr: args.edge_addr,
@@ -106,6 +110,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         dal: args.dal,
         catalog_v1_2: args.catalog_v1_2,
         catalog_v1_3: args.catalog_v1_3,
+        catalog_v2: args.catalog_v2,
         ratings: args.ratings,
         launcher: Launcher::MultiCall(exe),
         admin_token,

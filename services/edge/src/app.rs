@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use fleet_catalog_client::CatalogClient;
+use fleet_catalog_client::v2::CatalogV2Client;
 use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_ratings_client::RatingsClient;
@@ -38,7 +39,17 @@ impl App {
             discovery
                 .dependency(
                     config.catalog,
-                    config.catalog_instances,
+                    config.catalog_instances.clone(),
+                    metrics.grpc_client(),
+                )
+                .await,
+        );
+        // The same catalog instances, filtered to interface major 2.
+        let catalog_v2 = CatalogV2Client::new(
+            discovery
+                .dependency(
+                    config.catalog_v2,
+                    config.catalog_instances.clone(),
                     metrics.grpc_client(),
                 )
                 .await,
@@ -74,7 +85,7 @@ impl App {
         };
         Ok(Self {
             host,
-            state: EdgeState::new(catalog, ratings),
+            state: EdgeState::new(catalog, catalog_v2, ratings),
             stack,
         })
     }
