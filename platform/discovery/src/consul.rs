@@ -295,6 +295,19 @@ impl ConsulClient {
         Ok(())
     }
 
+    /// Whether the agent knows instance `id` (`GET /v1/agent/service/<id>`).
+    ///
+    /// # Errors
+    /// [`ConsulError`].
+    pub async fn agent_has_service(&self, id: &str) -> Result<bool, ConsulError> {
+        let req = self
+            .http
+            .get(format!("{}/v1/agent/service/{id}", self.base))
+            .timeout(Duration::from_secs(5));
+        let resp = self.send(&format!("agent service {id}"), req).await?;
+        Ok(resp.status() != reqwest::StatusCode::NOT_FOUND)
+    }
+
     /// Instances of `service` (`GET /v1/health/service/<service>`): only
     /// those whose checks all pass when `passing_only`. With `index`, a
     /// blocking query: answers when something changes or after `wait`.

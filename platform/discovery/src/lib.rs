@@ -251,6 +251,28 @@ impl Registrar {
         }
     }
 
+    /// Keeps the registration in place: every `every`, asks the agent
+    /// whether it still knows this instance and registers it again if not
+    /// (an agent that lost its state, e.g. restarted in dev mode). Runs
+    /// until dropped.
+    pub async fn keep_registered(&self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            match self.client.agent_has_service(&self.registration.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(instance_id = %self.registration.id, "Consul lost this instance; registering again");
+                    if let Err(error) = self.client.register(&self.registration).await {
+                        tracing::warn!(%error, "Consul registration failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot ask Consul about this instance");
+                }
+            }
+        }
+    }
+
     /// Deregisters (callers stop sending new requests once their watch
     /// fires).
     ///

@@ -70,13 +70,26 @@ async fn a_consul_outage_keeps_the_last_known_instances_and_reports_staleness() 
         stale_seen.as_millis(),
         started.elapsed()
     );
-    // Consul answers again: staleness clears (the dev agent forgot the
-    // registration, so the list is now what Consul says: empty).
+    // Consul answers again: staleness clears, and the instance registers
+    // itself again (the dev agent forgot it) and stays in the list.
     wait_until(
         "discovery answers again",
         Duration::from_secs(30),
         async || !discovery.metrics().is_stale(service),
     )
     .await;
-    inst.crash();
+    let c = fleet_discovery::ConsulClient::new(&consul).unwrap();
+    let id = inst.id.clone();
+    let back = wait_until(
+        "re-registered and passing",
+        Duration::from_secs(20),
+        async || passing(&c, service).await == [id.clone()],
+    )
+    .await;
+    wait_eligible(&dep, 1).await;
+    println!(
+        "FIGURE consul_restart_to_reregistered_passing_ms={}",
+        back.as_millis()
+    );
+    inst.stop().await;
 }

@@ -391,10 +391,16 @@ impl Parts {
         if let Some(registrar) = self.registrar.clone() {
             let stop = self.shutdown.child_token();
             tokio::spawn(async move {
-                tokio::select! {
-                    r = registrar.register(u32::MAX) => if let Err(error) = r {
+                let keep = async {
+                    if let Err(error) = registrar.register(u32::MAX).await {
                         tracing::error!(%error, "Consul registration failed");
-                    },
+                        return;
+                    }
+                    let every = registrar.registration().check_interval * 5;
+                    registrar.keep_registered(every).await;
+                };
+                tokio::select! {
+                    () = keep => {}
                     () = stop.cancelled() => {}
                 }
             });
