@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "dal/v1/dal.proto",
         "catalog/v1/catalog.proto",
+        "catalog/v2/catalog.proto",
         "ratings/v1/ratings.proto",
     ];
     for f in &files {

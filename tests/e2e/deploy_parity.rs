@@ -202,6 +202,7 @@ async fn fleet_up_shape() -> Shape {
         dal: args.dal,
         catalog_v1_2: args.catalog_v1_2,
         catalog_v1_3: args.catalog_v1_3,
+        catalog_v2: args.catalog_v2,
         ratings: args.ratings,
         launcher: fleet::topology::Launcher::Binaries(bin),
         admin_token: "parity-admin-token-0123456789".into(),

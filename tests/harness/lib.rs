@@ -82,6 +82,7 @@ impl System {
             dal: 1,
             catalog_v1_2: size.catalog_v1_2,
             catalog_v1_3: size.catalog_v1_3,
+            catalog_v2: 0,
             ratings: size.ratings,
             launcher: Launcher::Binaries(bin_dir()),
             admin_token: ADMIN_TOKEN.into(),

@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod route;
 pub mod service;
+pub mod status;
 pub mod supervisor;
 pub mod topology;
 pub mod up;
@@ -37,6 +39,11 @@ pub enum Command {
     /// Drive open-loop load at the edge or one service and report HDR
     /// latency percentiles.
     Load(Box<load::LoadArgs>),
+    /// Show or change a service's routing table (weights, cohorts);
+    /// `rollback` restores the previous one.
+    Route(route::RouteArgs),
+    /// Every instance by service, version, zone and health.
+    Status(status::StatusArgs),
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -58,6 +65,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => block_on(up::run(args)),
         // Load has its own exit statuses (bad input, breached thresholds).
         Command::Load(args) => load::main(*args),
+        Command::Route(args) => block_on(route::run(args)),
+        Command::Status(args) => block_on(status::run(args)),
     }
 }
 

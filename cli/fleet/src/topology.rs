@@ -1,6 +1,6 @@
 //! The whole system as local processes, started in dependency order.
 //!
-//! dal first, then catalog (1.2.x and 1.3.x side by side) and ratings, then
+//! dal first, then catalog (1.2.x, 1.3.x and 2.0.x side by side) and ratings, then
 //! the edge. Each tier is started, then waited on until ready, before the
 //! next one is given its addresses (static discovery: the embedded default).
 //! Shutdown runs in reverse: the edge drains first, the dal last.
@@ -17,6 +17,8 @@ use crate::supervisor::{ChildSpec, RunningChild, SupervisorError};
 pub const CATALOG_V1_2: &str = "1.2.4";
 /// The catalog release that runs as "1.3.x" (adds badges).
 pub const CATALOG_V1_3: &str = "1.3.0";
+/// The catalog release of interface 2 (`catalog.v2`, breaking).
+pub const CATALOG_V2: &str = "2.0.0";
 /// The version of the single-version services.
 pub const V1: &str = "1.0.0";
 
@@ -52,6 +54,8 @@ pub struct TopologyOptions {
     pub catalog_v1_2: u32,
     /// catalog 1.3.x instances.
     pub catalog_v1_3: u32,
+    /// catalog 2.0.x instances (`catalog.v2`; v1 clients never reach them).
+    pub catalog_v2: u32,
     /// ratings instances.
     pub ratings: u32,
     /// How programs are found.
@@ -145,6 +149,7 @@ impl Topology {
         for (version, count, tag) in [
             (CATALOG_V1_2, o.catalog_v1_2, "v12"),
             (CATALOG_V1_3, o.catalog_v1_3, "v13"),
+            (CATALOG_V2, o.catalog_v2, "v20"),
         ] {
             for n in 1..=count {
                 mid.push(self.spec(

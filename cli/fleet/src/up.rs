@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// catalog 1.3.x instances (1.3 adds badges to titles).
     #[arg(long = "catalog-v1-3", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub catalog_v1_3: u32,
+    /// catalog 2.0.x instances (the breaking `catalog.v2` interface, served
+    /// at the edge's `/api/v2/titles/{id}`).
+    #[arg(long = "catalog-v2", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub catalog_v2: u32,
     /// ratings instances.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub ratings: u32,
@@ -66,6 +70,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let mut extra_env = Vec::new();
+    // The embedded default's route tables: files every instance watches
+    // (`fleet route set` changes them live). Kept across restarts.
+    let routes_dir = run_dir.join("routes");
+    write_default_routes(&routes_dir)?;
+    extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
     if let Some(nodes) = &args.scylla_nodes {
         extra_env.push(("SCYLLA_NODES".to_owned(), nodes.clone()));
     }
@@ -92,8 +101,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Duration::from_secs(60)
         });
     println!(
-        "fleet: starting dal, catalog {}+{} (1.2/1.3), ratings {}, edge on {} …",
-        args.catalog_v1_2, args.catalog_v1_3, args.ratings, args.edge_addr
+        "fleet: starting dal, catalog {}+{}+{} (1.2/1.3/2.0), ratings {}, edge on {} …",
+        args.catalog_v1_2, args.catalog_v1_3, args.catalog_v2, args.ratings, args.edge_addr
     );
     let mut topo = Topology::start(TopologyOptions {
         edge_addr: args.edge_addr,
@@ -101,6 +110,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         dal: args.dal,
         catalog_v1_2: args.catalog_v1_2,
         catalog_v1_3: args.catalog_v1_3,
+        catalog_v2: args.catalog_v2,
         ratings: args.ratings,
         launcher: Launcher::MultiCall(exe),
         admin_token,
@@ -186,6 +196,29 @@ async fn wait_for_stop(topo: &mut Topology) {
             }
         }
     }
+}
+
+/// The tables the deploy files seed into Consul KV, written where the
+/// embedded default reads them unless they exist already.
+fn write_default_routes(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    for (service, table) in [
+        (
+            "catalog",
+            include_str!("../../../deploy/routes/catalog.json"),
+        ),
+        (
+            "ratings",
+            include_str!("../../../deploy/routes/ratings.json"),
+        ),
+    ] {
+        let path = dir.join(format!("{service}.json"));
+        if !path.exists() {
+            std::fs::write(&path, table)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -707,6 +707,7 @@ async fn fleet_load_drives_the_real_system_through_the_edge_and_over_grpc() {
         dal: 1,
         catalog_v1_2: 1,
         catalog_v1_3: 1,
+        catalog_v2: 0,
         ratings: 1,
         launcher: Launcher::MultiCall(env!("CARGO_BIN_EXE_fleet").into()),
         admin_token: "load-test-admin-token-0123".into(),

@@ -3,9 +3,12 @@
 //! Typed methods over domain structs, one error type ([`Error`]),
 //! connection reuse, per-call deadlines bounded by the caller's remaining
 //! budget. The client speaks interface major 1; only 1.x instances are ever
-//! called, whatever else discovery knows about.
+//! called, whatever else discovery knows about. [`v2`] is the client of
+//! catalog 2.x (`catalog.v2`, interface major 2).
 
 #![forbid(unsafe_code)]
+
+pub mod v2;
 
 use fleet_proto::catalog::v1 as pb;
 use fleet_rpc::Operation;

@@ -33,6 +33,28 @@ pub struct Title {
     pub rating: Option<RatingSummary>,
 }
 
+/// `GET /api/v2/titles/{id}`: a title as catalog 2.x (`catalog.v2`)
+/// presents it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TitleV2 {
+    /// Id, e.g. `t00042`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Genres.
+    pub genres: Vec<String>,
+    /// Release year.
+    pub release_year: u32,
+    /// Runtime in seconds.
+    pub runtime_s: u32,
+    /// Synopsis.
+    pub synopsis: String,
+    /// Labels such as `new-release`.
+    #[serde(default)]
+    pub badges: Vec<String>,
+}
+
 /// A title's rating summary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -19,6 +19,10 @@ pub mod catalog {
     pub mod v1 {
         tonic::include_proto!("catalog.v1");
     }
+    /// `catalog.v2`: interface major 2 (breaking; served by catalog 2.x).
+    pub mod v2 {
+        tonic::include_proto!("catalog.v2");
+    }
 }
 
 /// `ratings.v1`: star ratings and viewing progress.

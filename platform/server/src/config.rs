@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_config::{ConfigError, Env};
+use fleet_discovery::DiscoveryConfig;
 
 /// Who this instance is: what discovery, metrics and logs call it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// How often readiness checks run; `READINESS_INTERVAL`, default 1 s.
     pub readiness_interval: Duration,
+    /// Consul registration and discovery, route tables (`CONSUL_HTTP_ADDR`,
+    /// `ROUTES_DIR`, …; see [`DiscoveryConfig`]).
+    pub discovery: DiscoveryConfig,
 }
 
 impl ServerConfig {
@@ -142,6 +146,7 @@ impl ServerConfig {
                 Duration::from_millis(50),
                 Duration::from_secs(60),
             )?,
+            discovery: DiscoveryConfig::from_env(env)?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! [`ServiceHost`]: binds the listeners and runs a service until shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
+use fleet_discovery::{InstanceInfo, Registrar};
 use fleet_metrics::Metrics;
 use fleet_resilience::fault::{self, FaultTable, GrpcFaultLayer};
 use fleet_resilience::stream::{self, StreamIdentity};
@@ -161,6 +163,27 @@ impl ServiceHost {
         self.shutdown.clone()
     }
 
+    /// This instance's Consul registration, when `CONSUL_HTTP_ADDR` is set.
+    async fn registrar(&self, grpc: bool) -> Option<Arc<Registrar>> {
+        let id = &self.config.identity;
+        let info = InstanceInfo {
+            service: id.service,
+            instance_id: &id.instance_id,
+            version: &id.version,
+            zone: &id.zone,
+            main_addr: self.main_addr,
+            admin_addr: self.admin_addr,
+            grpc,
+        };
+        match Registrar::new(&self.config.discovery, &info).await {
+            Ok(r) => r.map(Arc::new),
+            Err(error) => {
+                tracing::error!(%error, "cannot register in Consul");
+                None
+            }
+        }
+    }
+
     /// Serves gRPC `routes` (plus health and reflection) until shutdown.
     /// `service_names` are the fully qualified gRPC services in `routes`,
     /// whose health status follows readiness.
@@ -213,11 +236,13 @@ impl ServiceHost {
             self.metrics.grpc_server(),
             &self.config.identity.served_by(),
         );
+        let registrar = self.registrar(true).await;
         let incoming = TcpListenerStream::new(self.main);
         let drain = drain_signal(
             self.shutdown.clone(),
             self.readiness.clone(),
             self.config.drain_delay,
+            registrar.clone(),
         );
         // Outermost first: context and deadline, then faults, so an
         // injected hang still ends at the caller's deadline.
@@ -239,6 +264,7 @@ impl ServiceHost {
             admin_routes: self.admin_routes,
             shutdown: self.shutdown,
             faults: self.faults,
+            registrar,
         };
         parts
             .run(async move { server.await.map_err(ServerError::Grpc) })
@@ -250,10 +276,12 @@ impl ServiceHost {
     /// # Errors
     /// [`ServerError`] when the server fails (not on a normal shutdown).
     pub async fn run_http(self, router: Router) -> Result<(), ServerError> {
+        let registrar = self.registrar(false).await;
         let drain = drain_signal(
             self.shutdown.clone(),
             self.readiness.clone(),
             self.config.drain_delay,
+            registrar.clone(),
         );
         let listener = self.main;
         let server = async move {
@@ -276,6 +304,7 @@ impl ServiceHost {
             admin_routes: self.admin_routes,
             shutdown: self.shutdown,
             faults: self.faults,
+            registrar,
         };
         parts.run(server).await
     }
@@ -292,6 +321,7 @@ struct Parts {
     admin_routes: Router,
     shutdown: CancellationToken,
     faults: FaultTable,
+    registrar: Option<Arc<Registrar>>,
 }
 
 impl Parts {
@@ -356,6 +386,25 @@ impl Parts {
                 .clone()
                 .run(self.config.readiness_interval, self.shutdown.child_token()),
         );
+        // Registered once listening: Consul's check (our /readyz) decides
+        // when callers start sending. Deregistration is in `drain_signal`.
+        if let Some(registrar) = self.registrar.clone() {
+            let stop = self.shutdown.child_token();
+            tokio::spawn(async move {
+                let keep = async {
+                    if let Err(error) = registrar.register(u32::MAX).await {
+                        tracing::error!(%error, "Consul registration failed");
+                        return;
+                    }
+                    let every = registrar.registration().check_interval * 5;
+                    registrar.keep_registered(every).await;
+                };
+                tokio::select! {
+                    () = keep => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
 
         let mut server = tokio::spawn(server);
         let outcome = tokio::select! {
@@ -390,9 +439,22 @@ fn flatten(r: Result<Result<(), ServerError>, tokio::task::JoinError>) -> Result
 }
 
 /// Resolves when the listener should close: after shutdown is requested,
-/// readiness reports draining, and the drain delay has passed.
-async fn drain_signal(shutdown: CancellationToken, readiness: Readiness, delay: Duration) {
+/// the instance is deregistered from Consul (callers' watches fire and stop
+/// sending), readiness reports draining, and the drain delay has passed.
+async fn drain_signal(
+    shutdown: CancellationToken,
+    readiness: Readiness,
+    delay: Duration,
+    registrar: Option<Arc<Registrar>>,
+) {
     shutdown.cancelled().await;
+    if let Some(registrar) = registrar {
+        match tokio::time::timeout(Duration::from_secs(2), registrar.deregister()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Consul deregistration failed"),
+            Err(_) => tracing::warn!("Consul deregistration timed out"),
+        }
+    }
     readiness.set_draining();
     tracing::info!(drain_delay_ms = delay.as_millis() as u64, "draining");
     tokio::time::sleep(delay).await;

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 
-use fleet_dal_client::{DalClient, Dependency, InstanceSource};
+use fleet_dal_client::DalClient;
+use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_proto::catalog::v1::catalog_server::CatalogServer;
+use fleet_proto::catalog::v2::catalog_server::CatalogServer as CatalogV2Server;
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +15,8 @@ use tonic::service::Routes;
 use crate::config::Config;
 use crate::service::{CatalogService, Features};
 
-/// The fully qualified gRPC service this app serves.
+/// The fully qualified gRPC service 1.x serves (2.x serves
+/// [`crate::v2::GRPC_SERVICE`] instead).
 pub const GRPC_SERVICE: &str = "catalog.v1.Catalog";
 
 /// A catalog instance with its listeners bound (port 0 picks a free port).
@@ -34,11 +37,13 @@ impl App {
         let version = config.server.identity.version.clone();
         let features = Features::for_version(&version);
         let metrics = Metrics::new(crate::SERVICE, &version.to_string());
-        let dal = DalClient::new(Dependency::new(
-            config.dal,
-            InstanceSource::Static(config.dal_instances),
-            metrics.grpc_client(),
-        ));
+        // Consul when CONSUL_HTTP_ADDR is set, else the static DAL_ADDRS.
+        let discovery = Discovery::new(config.server.discovery.clone(), &metrics)?;
+        let dal = DalClient::new(
+            discovery
+                .dependency(config.dal, config.dal_instances, metrics.grpc_client())
+                .await,
+        );
         let host = ServiceHost::bind(config.server, metrics).await?;
         let probe = dal.clone();
         host.readiness().add("dal", move || {
@@ -78,8 +83,17 @@ impl App {
     /// # Errors
     /// When the server fails (not on a normal shutdown).
     pub async fn run(self) -> Result<(), BoxError> {
-        let routes = Routes::new(CatalogServer::new(self.service));
-        self.host.run_grpc(routes, &[GRPC_SERVICE]).await?;
+        // Interface major 2 is a different contract: 2.x serves catalog.v2
+        // only, so a v1 caller can never be answered by it (nor by mistake).
+        if self.host.identity().version.major == 2 {
+            let routes = Routes::new(CatalogV2Server::new(self.service.v2()));
+            self.host
+                .run_grpc(routes, &[crate::v2::GRPC_SERVICE])
+                .await?;
+        } else {
+            let routes = Routes::new(CatalogServer::new(self.service));
+            self.host.run_grpc(routes, &[GRPC_SERVICE]).await?;
+        }
         Ok(())
     }
 }

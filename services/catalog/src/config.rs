@@ -4,8 +4,9 @@ use fleet_config::{ConfigError, Env};
 use fleet_dal_client::{DependencyConfig, Instance};
 use fleet_server::ServerConfig;
 
-/// The feature releases of interface 1 this build implements.
-pub const ALLOWED_VERSIONS: [&str; 2] = ["1.2", "1.3"];
+/// The releases this build implements: 1.2 and 1.3 of interface 1
+/// (`catalog.v1`), and 2.0 (`catalog.v2`, a breaking interface).
+pub const ALLOWED_VERSIONS: [&str; 3] = ["1.2", "1.3", "2.0"];
 /// The release run when `SERVICE_VERSION` is unset.
 pub const DEFAULT_VERSION: &str = "1.3.0";
 /// Where the dal is when `DAL_ADDRS` is unset.
@@ -16,7 +17,7 @@ pub const DEFAULT_DAL_ADDRS: &str = "127.0.0.1:7300";
 pub struct Config {
     /// Listeners, identity, drain timing: `GRPC_ADDR` (default
     /// `0.0.0.0:7100`), `ADMIN_ADDR` (default `0.0.0.0:9100`),
-    /// `SERVICE_VERSION` (1.2.x or 1.3.x, default `1.3.0`), and the rest of
+    /// `SERVICE_VERSION` (1.2.x, 1.3.x or 2.0.x, default `1.3.0`), and the rest of
     /// [`ServerConfig`].
     pub server: ServerConfig,
     /// How to call the dal: `DAL_CONNECT_TIMEOUT`, `DAL_REQUEST_TIMEOUT`,
@@ -100,7 +101,7 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (k, v) in [
             ("SERVICE_VERSION", "1.1.0"),
-            ("SERVICE_VERSION", "2.0.0"),
+            ("SERVICE_VERSION", "2.1.0"),
             ("DAL_ADDRS", "localhost:7300"),
             ("DAL_ADDRS", ","),
             ("DAL_REQUEST_TIMEOUT", "forever"),

@@ -17,6 +17,7 @@ pub mod badges;
 mod config;
 mod error;
 mod service;
+mod v2;
 mod validate;
 
 use std::process::ExitCode;

@@ -40,6 +40,11 @@ impl CatalogService {
         Self { dal, features }
     }
 
+    /// The `catalog.v2` service over the same dal client.
+    pub(crate) fn v2(self) -> crate::v2::CatalogV2Service {
+        crate::v2::CatalogV2Service::new(self.dal)
+    }
+
     /// A stored title as this release presents it.
     fn present(&self, t: fleet_dal_client::Title) -> pb::Title {
         let badges = if self.features.badges {

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 
 use fleet_catalog_client::CatalogClient;
+use fleet_catalog_client::v2::CatalogV2Client;
+use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_ratings_client::RatingsClient;
-use fleet_rpc::{Dependency, InstanceSource};
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
 use tokio_util::sync::CancellationToken;
@@ -31,16 +32,37 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.to_string();
         let metrics = Metrics::new(crate::SERVICE, &version);
-        let catalog = CatalogClient::new(Dependency::new(
-            config.catalog,
-            InstanceSource::Static(config.catalog_instances),
-            metrics.grpc_client(),
-        ));
-        let ratings = RatingsClient::new(Dependency::new(
-            config.ratings,
-            InstanceSource::Static(config.ratings_instances),
-            metrics.grpc_client(),
-        ));
+        // Consul when CONSUL_HTTP_ADDR is set, else the static *_ADDRS
+        // lists; route tables from Consul KV, else ROUTES_DIR.
+        let discovery = Discovery::new(config.server.discovery.clone(), &metrics)?;
+        let catalog = CatalogClient::new(
+            discovery
+                .dependency(
+                    config.catalog,
+                    config.catalog_instances.clone(),
+                    metrics.grpc_client(),
+                )
+                .await,
+        );
+        // The same catalog instances, filtered to interface major 2.
+        let catalog_v2 = CatalogV2Client::new(
+            discovery
+                .dependency(
+                    config.catalog_v2,
+                    config.catalog_instances.clone(),
+                    metrics.grpc_client(),
+                )
+                .await,
+        );
+        let ratings = RatingsClient::new(
+            discovery
+                .dependency(
+                    config.ratings,
+                    config.ratings_instances,
+                    metrics.grpc_client(),
+                )
+                .await,
+        );
         let host = ServiceHost::bind(config.server, metrics).await?;
         let probe = catalog.clone();
         host.readiness().add("catalog", move || {
@@ -63,7 +85,7 @@ impl App {
         };
         Ok(Self {
             host,
-            state: EdgeState::new(catalog, ratings),
+            state: EdgeState::new(catalog, catalog_v2, ratings),
             stack,
         })
     }

@@ -55,7 +55,11 @@ pub struct Config {
     /// `CATALOG_REQUEST_TIMEOUT`, `CATALOG_HOP_MARGIN`, `CATALOG_BULKHEAD`,
     /// `CATALOG_BREAKER_*`, `CATALOG_RETRIES`, `CATALOG_PIN`, ….
     pub catalog: DependencyConfig,
-    /// The catalog instances: `CATALOG_ADDRS`, `ip:port[@version],…`
+    /// How to call catalog 2.x (`/api/v2/`): the catalog's settings with
+    /// interface major 2.
+    pub catalog_v2: DependencyConfig,
+    /// The catalog instances (every version; each client keeps its major):
+    /// `CATALOG_ADDRS`, `ip:port[@version],…`
     /// (default `127.0.0.1:7100`; no version means 1.0.0).
     pub catalog_instances: Vec<Instance>,
     /// How to call the ratings service (`RATINGS_*`, as for the catalog).
@@ -98,6 +102,11 @@ impl Config {
             fleet_catalog_client::INTERFACE_MAJOR,
         )
         .from_env(env)?;
+        // Catalog 2.x: the same settings and instances, interface major 2
+        // (a `CATALOG_PIN` names a 1.x minor, so it does not apply).
+        let mut catalog_v2 = catalog.clone();
+        catalog_v2.interface_major = fleet_catalog_client::v2::INTERFACE_MAJOR;
+        catalog_v2.pin = None;
         let ratings = DependencyConfig::new(
             "ratings",
             crate::SERVICE,
@@ -124,6 +133,7 @@ impl Config {
         Ok(Self {
             server,
             catalog,
+            catalog_v2,
             catalog_instances,
             ratings,
             ratings_instances,

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use fleet_edge_client::model::{
     Degraded, ErrorBody, ErrorDetail, HomeItem, HomePage, HomeRow, Progress, ProgressRequest,
     ProgressResponse, RateRequest, RateResponse, Rating, RatingPage, RatingSummary, Title,
-    TitlePage, TitleResponse,
+    TitlePage, TitleResponse, TitleV2,
 };
 use utoipa::OpenApi;
 
@@ -25,6 +25,7 @@ use crate::{home, titles, users};
     ),
     paths(
         titles::get_title,
+        titles::get_title_v2,
         titles::list_titles,
         home::home,
         users::rate_title,
@@ -32,7 +33,7 @@ use crate::{home, titles, users};
         users::record_progress,
     ),
     components(schemas(
-        Title, RatingSummary, Degraded, TitleResponse, TitlePage, HomePage, HomeRow, HomeItem,
+        Title, TitleV2, RatingSummary, Degraded, TitleResponse, TitlePage, HomePage, HomeRow, HomeItem,
         RateRequest, Rating, RateResponse, RatingPage, ProgressRequest, Progress,
         ProgressResponse, ErrorBody, ErrorDetail,
     )),
@@ -61,6 +62,7 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         for (path, method) in [
             ("/api/v1/titles/{id}", "get"),
+            ("/api/v2/titles/{id}", "get"),
             ("/api/v1/titles", "get"),
             ("/api/v1/users/{user}/home", "get"),
             ("/api/v1/users/{user}/ratings/{title}", "put"),

@@ -87,6 +87,7 @@ pub fn router(state: EdgeState, cfg: StackConfig) -> Router {
     Router::new()
         .route("/api/v1/titles", get(titles::list_titles))
         .route("/api/v1/titles/{id}", get(titles::get_title))
+        .route("/api/v2/titles/{id}", get(titles::get_title_v2))
         .route("/api/v1/users/{user}/home", get(home::home))
         .route("/api/v1/users/{user}/ratings", get(users::list_ratings))
         .route(
@@ -138,7 +139,7 @@ pub fn router(state: EdgeState, cfg: StackConfig) -> Router {
 /// `home`, browsing `browse`, a single title `title`.
 fn budget_for(b: &Budgets, route: &str) -> Duration {
     match route {
-        "/api/v1/titles/{id}" => b.title,
+        "/api/v1/titles/{id}" | "/api/v2/titles/{id}" => b.title,
         "/api/v1/titles" => b.browse,
         "/api/v1/users/{user}/home" => b.home,
         _ => b.user,

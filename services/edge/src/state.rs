@@ -4,6 +4,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use fleet_catalog_client::CatalogClient;
+use fleet_catalog_client::v2::CatalogV2Client;
 use fleet_edge_client::model::HomeItem;
 use fleet_ratings_client::RatingsClient;
 use tokio::time::Instant;
@@ -28,6 +29,8 @@ pub fn optional_part() -> fleet_rpc::CallOptions {
 pub struct EdgeState {
     /// The catalog, through its driver client.
     pub catalog: CatalogClient,
+    /// Catalog 2.x (`catalog.v2`), for `/api/v2/titles/{id}`.
+    pub catalog_v2: CatalogV2Client,
     /// The ratings service, through its driver client.
     pub ratings: RatingsClient,
     /// The last top-rated row served whole: the home page's fallback when
@@ -37,9 +40,14 @@ pub struct EdgeState {
 
 impl EdgeState {
     /// State over the two clients.
-    pub fn new(catalog: CatalogClient, ratings: RatingsClient) -> Self {
+    pub fn new(
+        catalog: CatalogClient,
+        catalog_v2: CatalogV2Client,
+        ratings: RatingsClient,
+    ) -> Self {
         Self {
             catalog,
+            catalog_v2,
             ratings,
             top_rated: Arc::new(StaleCache::new(Duration::from_secs(600))),
         }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use fleet_catalog_client::Title as CatalogTitle;
-use fleet_edge_client::model::{Degraded, RatingSummary, Title, TitlePage, TitleResponse};
+use fleet_edge_client::model::{Degraded, RatingSummary, Title, TitlePage, TitleResponse, TitleV2};
 use fleet_ratings_client::Summary;
 use fleet_rpc::{CallOptions, RpcError};
 use serde::Deserialize;
@@ -56,6 +56,42 @@ pub async fn get_title(
     Ok(Json(TitleResponse {
         title: with_rating(title, &summaries),
         degraded,
+    }))
+}
+
+/// One title from catalog 2.x (`catalog.v2`), beside `/api/v1/` served by
+/// 1.x: both interfaces live side by side.
+#[utoipa::path(
+    get,
+    path = "/api/v2/titles/{id}",
+    params(("id" = String, Path, description = "Title id, [A-Za-z0-9_-]{1,64}")),
+    responses(
+        (status = 200, description = "The title as catalog 2.x presents it", body = TitleV2),
+        (status = 400, description = "Malformed id", body = fleet_edge_client::model::ErrorBody),
+        (status = 404, description = "No such title", body = fleet_edge_client::model::ErrorBody),
+        (status = 503, description = "No catalog 2.x instance is available (Retry-After)", body = fleet_edge_client::model::ErrorBody),
+        (status = 504, description = "The time budget ran out", body = fleet_edge_client::model::ErrorBody),
+    ),
+    tag = "titles"
+)]
+pub async fn get_title_v2(
+    State(s): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TitleV2>, ApiError> {
+    extract::id("title id", &id)?;
+    let t = s
+        .catalog_v2
+        .get_title(&id, CallOptions::default())
+        .await
+        .map_err(|e| ApiError::from_rpc(&e))?;
+    Ok(Json(TitleV2 {
+        id: t.id,
+        name: t.name,
+        genres: t.genres,
+        release_year: t.release_year,
+        runtime_s: t.runtime_s,
+        synopsis: t.synopsis,
+        badges: t.badges,
     }))
 }
 

@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use fleet_dal_client::{DalClient, Dependency, InstanceSource};
+use fleet_dal_client::DalClient;
+use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_proto::ratings::v1::ratings_server::RatingsServer;
 use fleet_server::ServiceHost;
@@ -32,11 +33,13 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.clone();
         let metrics = Metrics::new(crate::SERVICE, &version.to_string());
-        let dal = DalClient::new(Dependency::new(
-            config.dal,
-            InstanceSource::Static(config.dal_instances),
-            metrics.grpc_client(),
-        ));
+        // Consul when CONSUL_HTTP_ADDR is set, else the static DAL_ADDRS.
+        let discovery = Discovery::new(config.server.discovery.clone(), &metrics)?;
+        let dal = DalClient::new(
+            discovery
+                .dependency(config.dal, config.dal_instances, metrics.grpc_client())
+                .await,
+        );
         let top_rated_min_count = config.top_rated_min_count;
         let host = ServiceHost::bind(config.server, metrics).await?;
         let probe = dal.clone();

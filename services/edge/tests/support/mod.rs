@@ -248,3 +248,37 @@ pub async fn add_fault(admin: SocketAddr, spec: serde_json::Value) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// dal, catalog 1.3.0 and 2.0.0 side by side, ratings, and an edge whose
+/// `CATALOG_ADDRS` lists both catalogs: `(backends, edge)`.
+pub async fn start_v1_and_v2() -> (Vec<Running>, Running) {
+    let dal = dal().await;
+    let v13 = catalog(dal.addr, "1.3.0").await;
+    let v20 = catalog(dal.addr, "2.0.0").await;
+    let ratings = ratings(dal.addr).await;
+    let catalog_addrs = format!("{}@1.3.0,{}@2.0.0", v13.addr, v20.addr);
+    let ratings_addrs = ratings.addr.to_string();
+    let env = common(&[
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("CATALOG_ADDRS", catalog_addrs.as_str()),
+        ("RATINGS_ADDRS", ratings_addrs.as_str()),
+    ]);
+    let app = fleet_edge::App::build(fleet_edge::Config::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    let r = (app.http_addr(), app.admin_addr(), app.shutdown_token());
+    let edge = Running {
+        addr: r.0,
+        admin: r.1,
+        stop: r.2,
+        task: tokio::spawn(app.run()),
+        _data: None,
+    };
+    for _ in 0..250 {
+        if readyz(edge.admin).await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (vec![ratings, v13, v20, dal], edge)
+}
