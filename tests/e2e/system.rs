@@ -127,3 +127,44 @@ async fn losing_a_ratings_instance_costs_no_request() {
     assert_eq!(mine.items.len(), 40, "every acknowledged write is stored");
     sys.topology.stop(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them() {
+    let mut sys = System::start_with(
+        Size::default(),
+        &[("RUST_LOG", "info,fleet_server::grpc_context=debug")],
+    )
+    .await;
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let o = RequestOptions {
+        request_id: Some("e2e-trace-req-1".into()),
+        ..RequestOptions::default()
+    }
+    .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+    let r = c.get_title("t00042", &o).await.unwrap();
+    assert_eq!(r.request_id, "e2e-trace-req-1");
+    sys.topology.stop(Duration::from_secs(10)).await;
+
+    // The catalog and the dal behind it served this request in the same
+    // trace, and said so in their logs.
+    let logs = sys.data.path().join("logs");
+    for service in ["catalog", "dal"] {
+        let mut found = false;
+        for entry in std::fs::read_dir(&logs).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with(service) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            found |= text
+                .lines()
+                .any(|l| l.contains("\"request_id\":\"e2e-trace-req-1\"") && l.contains(trace));
+        }
+        assert!(
+            found,
+            "no {service} log line names the request and its trace"
+        );
+    }
+}

@@ -111,8 +111,12 @@ where
             rpc.method = %operation,
             request_id = %cx.request_id(),
             caller = cx.caller().unwrap_or(""),
+            trace_id = tracing::field::Empty,
         );
         fleet_telemetry::set_parent_from(&span, req.headers());
+        if let Some(id) = span.in_scope(fleet_telemetry::current_trace_id) {
+            span.record("trace_id", id.as_str());
+        }
 
         if cx.is_expired() {
             let resp = finish(

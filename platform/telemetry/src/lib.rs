@@ -125,7 +125,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
-                .with_current_span(false)
+                .with_current_span(true)
                 .with_span_list(false)
                 .with_target(true)
                 .with_writer(std::io::stdout),
@@ -148,6 +148,23 @@ pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
 pub fn inject(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// The trace id (32 hex digits) of the current span's trace context, if it
+/// has a valid one: recorded on request spans so every log line of a
+/// request names its trace.
+pub fn current_trace_id() -> Option<String> {
+    current_traceparent().and_then(|tp| trace_id_of(&tp).map(str::to_owned))
+}
+
+/// The trace id of a W3C `traceparent` value
+/// (`00-<32 hex trace id>-<16 hex span id>-<flags>`).
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let _version = parts.next()?;
+    let id = parts.next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
+        .then_some(id)
 }
 
 /// The current span's W3C `traceparent`, if it has a valid trace context.
@@ -198,6 +215,22 @@ mod tests {
         assert_eq!(c.service_name, "catalog");
         assert_eq!(c.log_filter, "info");
         assert!(c.otlp_endpoint.is_none());
+    }
+
+    #[test]
+    fn trace_ids_are_read_from_traceparent() {
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "",
+            "00",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

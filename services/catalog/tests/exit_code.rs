@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[test]
 fn unusable_configuration_exits_64() {
     for (key, value) in [
-        ("SERVICE_VERSION", "2.0.0"),
+        ("SERVICE_VERSION", "3.0.0"),
         ("DAL_ADDRS", "dal.internal:7300"),
         ("GRPC_ADDR", "nowhere"),
     ] {

@@ -199,8 +199,12 @@ async fn context(State(shared): State<Arc<Shared>>, mut req: Request, next: Next
         http.method = %method,
         http.route = %route,
         request_id = %cx.request_id(),
+        trace_id = tracing::field::Empty,
     );
     fleet_telemetry::set_parent_from(&span, req.headers());
+    if let Some(id) = span.in_scope(fleet_telemetry::current_trace_id) {
+        span.record("trace_id", id.as_str());
+    }
     let deadline = cx.deadline();
 
     let work = async {
