@@ -173,8 +173,8 @@ pub fn require_token(router: Router, token: Option<String>) -> Router {
     ))
 }
 
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares without an early exit, so timing does not reveal a token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

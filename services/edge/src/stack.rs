@@ -46,8 +46,8 @@ use crate::state::EdgeState;
 use crate::{home, openapi, titles, users};
 
 /// Header a game-day client sends (with the admin token) so that its
-/// `x-fleet-fault` header is honoured.
-pub const GAMEDAY_TOKEN: &str = "x-fleet-gameday-token";
+/// `x-fleet-fault` header is honoured (named once, in the edge client).
+pub use fleet_edge_client::GAMEDAY_TOKEN;
 
 /// What the stack needs besides the handlers' state.
 #[derive(Clone, Debug)]
@@ -273,13 +273,7 @@ fn is_gameday(h: &axum::http::HeaderMap, token: Option<&str>) -> bool {
     else {
         return false;
     };
-    // Compare without an early exit so timing does not reveal the token.
-    expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    fleet_server::admin::constant_time_eq(expected.as_bytes(), given.as_bytes())
 }
 
 #[cfg(test)]
