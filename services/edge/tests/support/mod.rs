@@ -25,6 +25,23 @@ pub struct Running {
 }
 
 impl Running {
+    /// Runs an app built on port 0 on its own task.
+    fn spawn(
+        addr: SocketAddr,
+        admin: SocketAddr,
+        stop: CancellationToken,
+        run: impl Future<Output = Result<(), BoxError>> + Send + 'static,
+        data: Option<tempfile::TempDir>,
+    ) -> Self {
+        Self {
+            addr,
+            admin,
+            stop,
+            task: tokio::spawn(run),
+            _data: data,
+        }
+    }
+
     /// Drains and stops the app; it must stop cleanly.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -61,14 +78,13 @@ async fn dal() -> Running {
     let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let r = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    Running {
-        addr: r.0,
-        admin: r.1,
-        stop: r.2,
-        task: tokio::spawn(app.run()),
-        _data: Some(data),
-    }
+    Running::spawn(
+        app.grpc_addr(),
+        app.admin_addr(),
+        app.shutdown_token(),
+        app.run(),
+        Some(data),
+    )
 }
 
 async fn catalog(dal: SocketAddr, version: &str) -> Running {
@@ -80,14 +96,13 @@ async fn catalog(dal: SocketAddr, version: &str) -> Running {
     let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let r = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    Running {
-        addr: r.0,
-        admin: r.1,
-        stop: r.2,
-        task: tokio::spawn(app.run()),
-        _data: None,
-    }
+    Running::spawn(
+        app.grpc_addr(),
+        app.admin_addr(),
+        app.shutdown_token(),
+        app.run(),
+        None,
+    )
 }
 
 async fn ratings(dal: SocketAddr) -> Running {
@@ -98,14 +113,36 @@ async fn ratings(dal: SocketAddr) -> Running {
     let app = fleet_ratings::App::build(fleet_ratings::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let r = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    Running {
-        addr: r.0,
-        admin: r.1,
-        stop: r.2,
-        task: tokio::spawn(app.run()),
-        _data: None,
-    }
+    Running::spawn(
+        app.grpc_addr(),
+        app.admin_addr(),
+        app.shutdown_token(),
+        app.run(),
+        None,
+    )
+}
+
+/// An edge in front of the given catalog and ratings instances.
+async fn edge(catalog_addrs: &str, ratings_addrs: &str, extra: &[(&str, &str)]) -> Running {
+    let mut pairs = vec![
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("CATALOG_ADDRS", catalog_addrs),
+        ("RATINGS_ADDRS", ratings_addrs),
+        // A down dependency should fail fast in tests.
+        ("RATINGS_EJECTION", "50ms"),
+    ];
+    pairs.extend_from_slice(extra);
+    let env = common(&pairs);
+    let app = fleet_edge::App::build(fleet_edge::Config::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    Running::spawn(
+        app.http_addr(),
+        app.admin_addr(),
+        app.shutdown_token(),
+        app.run(),
+        None,
+    )
 }
 
 /// The system.
@@ -126,26 +163,7 @@ impl System {
         let ratings = ratings(dal.addr).await;
         let catalog_addrs = format!("{}@1.2.4,{}@1.3.0", catalog_v12.addr, catalog_v13.addr);
         let ratings_addrs = ratings.addr.to_string();
-        let mut pairs = vec![
-            ("HTTP_ADDR", "127.0.0.1:0"),
-            ("CATALOG_ADDRS", catalog_addrs.as_str()),
-            ("RATINGS_ADDRS", ratings_addrs.as_str()),
-            // A down dependency should fail fast in tests.
-            ("RATINGS_EJECTION", "50ms"),
-        ];
-        pairs.extend_from_slice(edge_env);
-        let env = common(&pairs);
-        let app = fleet_edge::App::build(fleet_edge::Config::from_env(&env).unwrap())
-            .await
-            .unwrap();
-        let r = (app.http_addr(), app.admin_addr(), app.shutdown_token());
-        let edge = Running {
-            addr: r.0,
-            admin: r.1,
-            stop: r.2,
-            task: tokio::spawn(app.run()),
-            _data: None,
-        };
+        let edge = edge(&catalog_addrs, &ratings_addrs, edge_env).await;
         let sys = Self {
             dal,
             catalog_v12,
@@ -258,22 +276,7 @@ pub async fn start_v1_and_v2() -> (Vec<Running>, Running) {
     let ratings = ratings(dal.addr).await;
     let catalog_addrs = format!("{}@1.3.0,{}@2.0.0", v13.addr, v20.addr);
     let ratings_addrs = ratings.addr.to_string();
-    let env = common(&[
-        ("HTTP_ADDR", "127.0.0.1:0"),
-        ("CATALOG_ADDRS", catalog_addrs.as_str()),
-        ("RATINGS_ADDRS", ratings_addrs.as_str()),
-    ]);
-    let app = fleet_edge::App::build(fleet_edge::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let r = (app.http_addr(), app.admin_addr(), app.shutdown_token());
-    let edge = Running {
-        addr: r.0,
-        admin: r.1,
-        stop: r.2,
-        task: tokio::spawn(app.run()),
-        _data: None,
-    };
+    let edge = edge(&catalog_addrs, &ratings_addrs, &[]).await;
     for _ in 0..250 {
         if readyz(edge.admin).await == 200 {
             break;
