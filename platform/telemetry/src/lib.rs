@@ -119,7 +119,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     if tracing::dispatcher::has_been_set() {
         return Ok(TelemetryGuard { provider });
     }
-    tracing_subscriber::registry()
+    match tracing_subscriber::registry()
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
@@ -132,7 +132,13 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()
-        .map_err(TelemetryError::Subscriber)?;
+    {
+        // Two first starts in one process can race past the check above;
+        // the loser keeps the winner's subscriber, as a later start would.
+        Err(_) if tracing::dispatcher::has_been_set() => {}
+        Err(e) => return Err(TelemetryError::Subscriber(e)),
+        Ok(()) => {}
+    }
     Ok(TelemetryGuard { provider })
 }
 
