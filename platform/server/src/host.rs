@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -19,6 +18,7 @@ use fleet_resilience::stream::{self, StreamIdentity};
 use crate::admin::{self, AdminState};
 use crate::config::{Identity, ServerConfig};
 use crate::grpc_context::GrpcContextLayer;
+use crate::listen;
 use crate::readiness::Readiness;
 
 /// Failure to start or run a service.
@@ -237,7 +237,7 @@ impl ServiceHost {
             &self.config.identity.served_by(),
         );
         let registrar = self.registrar(true).await;
-        let incoming = TcpListenerStream::new(self.main);
+        let incoming = listen::grpc_incoming(self.main);
         let drain = drain_signal(
             self.shutdown.clone(),
             self.readiness.clone(),
@@ -287,7 +287,7 @@ impl ServiceHost {
         let server = async move {
             // Connection info lets the edge rate-limit per client address.
             axum::serve(
-                listener,
+                listen::http_listener(listener),
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(drain)
@@ -377,7 +377,7 @@ impl Parts {
             .merge(self.admin_routes);
         let admin_stop = stop_admin.clone();
         let admin = tokio::spawn(async move {
-            axum::serve(self.admin, admin_router)
+            axum::serve(listen::http_listener(self.admin), admin_router)
                 .with_graceful_shutdown(async move { admin_stop.cancelled().await })
                 .await
         });
