@@ -6,13 +6,15 @@
 #
 # SERVICE is one of edge, catalog, ratings, dal (a `--bin` of the workspace);
 # SERVICE_VERSION becomes the image's OCI version label and its default
-# SERVICE_VERSION (catalog: 1.2.x or 1.3.x, the others 1.0.0); MAIN_PORT and
-# ADMIN_PORT are the service's default ports (edge 8080/9080, catalog
-# 7100/9100, ratings 7200/9200, dal 7300/9300).
+# SERVICE_VERSION (catalog: 1.2.x, 1.3.x or 2.0.x, the others 1.0.0);
+# MAIN_PORT and ADMIN_PORT are the service's default ports (edge 8080/9080,
+# catalog 7100/9100, ratings 7200/9200, dal 7300/9300): ADMIN_PORT becomes
+# the image's ADMIN_ADDR, which the service and the health probe both read.
 #
 # Stages: chef (cargo-chef) → planner (dependency recipe) → builder (deps
-# cooked in their own layer, then the one binary) → runtime (distroless,
-# non-root, no shell, read-only root friendly).
+# cooked in their own layer, shared by every service because SERVICE is
+# declared only after it; then the service binary and the probe) → runtime
+# (distroless, non-root, no shell, read-only root friendly).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
@@ -29,18 +31,20 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-ARG SERVICE
 COPY --from=planner /src/recipe.json recipe.json
 # protoc comes from protoc-bin-vendored (see platform/proto/build.rs).
+# No build argument is in scope yet, so this layer is the same for every
+# service: BuildKit cooks the dependencies once, not once per SERVICE.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
+# The health probe (cli/probe): distroless has no shell and no wget.
+RUN cargo build --release --locked --bin fleet-probe \
+ && install -D -m 0755 target/release/fleet-probe /out/fleet-probe
+ARG SERVICE
 RUN test -n "${SERVICE}" \
  && cargo build --release --locked --bin "${SERVICE}" \
  && install -D -m 0755 "target/release/${SERVICE}" /out/service \
  && install -d -m 0755 /out/data
-
-# Static busybox for the HEALTHCHECK only (distroless has no shell or wget).
-FROM busybox:1.37.0-musl AS probe
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG SERVICE
@@ -55,22 +59,22 @@ LABEL org.opencontainers.image.title="fleet-${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://example.invalid/fleet" \
       io.fleet.service="${SERVICE}"
-COPY --from=probe /bin/busybox /usr/local/bin/busybox
+COPY --from=builder /out/fleet-probe /usr/local/bin/fleet-probe
 COPY --from=builder /out/service /usr/local/bin/service
 # The only writable path the dal needs (a volume; everything else is
 # read-only). Owned by distroless's nonroot user.
 COPY --from=builder --chown=65532:65532 /out/data /var/lib/fleet
 ENV SERVICE_VERSION=${SERVICE_VERSION} \
-    DATA_DIR=/var/lib/fleet/dal \
-    RUST_LOG=info \
-    ADMIN_PORT=${ADMIN_PORT}
+    ADMIN_ADDR=0.0.0.0:${ADMIN_PORT} \
+    RUST_LOG=info
 WORKDIR /var/lib/fleet
 VOLUME ["/var/lib/fleet"]
 USER 65532:65532
 EXPOSE ${MAIN_PORT} ${ADMIN_PORT}
-# Readiness of the admin port (ADMIN_PORT is baked per service at build
-# time; compose and Kubernetes set their own probes anyway).
-HEALTHCHECK --interval=10s --timeout=2s --start-period=20s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "sh", "-c", "wget -q -T 2 -O /dev/null http://127.0.0.1:${ADMIN_PORT}/readyz"]
+# Readiness of the admin port: with no URL, fleet-probe GETs /readyz on
+# the port of ADMIN_ADDR (set above per service; compose and Kubernetes set
+# their own checks and probes anyway).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["/usr/local/bin/fleet-probe", "--timeout", "2s"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/service"]

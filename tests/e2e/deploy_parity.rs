@@ -17,9 +17,11 @@
 //!
 //! Deliberate differences are spelled out here: compose and Kubernetes run
 //! two dal instances on a shared Scylla, where `fleet up`'s embedded store
-//! belongs to a single dal; Kubernetes adds `POD_NAMESPACE` (for `$(…)`
-//! expansion in other values); the production overlay may add settings
-//! (consistency levels) to the local one's.
+//! belongs to a single dal; compose gives the static address lists
+//! (`*_ADDRS`, fixed IPs) as the fallback until Consul answers, Kubernetes
+//! discovers through Consul only (Service IPs are not fixed there); the
+//! production overlay may add settings (consistency levels) to the local
+//! one's and run more replicas (two edges).
 
 // Test helpers: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -49,8 +51,8 @@ struct Shape {
 }
 
 const SERVICES: [&str; 4] = ["edge", "catalog", "ratings", "dal"];
-/// Settings only Kubernetes needs (inputs to `$(VAR)` expansion).
-const K8S_ONLY_ENV: [&str; 1] = ["POD_NAMESPACE"];
+/// Settings only compose gives: the static lists, which need fixed IPs.
+const COMPOSE_ONLY_ENV: [&str; 3] = ["DAL_ADDRS", "CATALOG_ADDRS", "RATINGS_ADDRS"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -393,11 +395,11 @@ fn k8s_shape(overlay: &str, objects: &[Value]) -> Shape {
             );
         }
         *shape.counts.entry((service.clone(), version)).or_default() += replicas;
-        shape.env.entry(service.clone()).or_default().extend(
-            env.keys()
-                .filter(|k| !K8S_ONLY_ENV.contains(&k.as_str()))
-                .cloned(),
-        );
+        shape
+            .env
+            .entry(service.clone())
+            .or_default()
+            .extend(env.keys().cloned());
         let main = port_of(&env[main_addr_key(&service)]);
         let admin = port_of(&env["ADMIN_ADDR"]);
         let container_ports: BTreeSet<u64> = container["ports"]
@@ -476,15 +478,46 @@ async fn compose_kubernetes_and_fleet_up_run_the_same_services_versions_counts_e
     }
 
     let mut local_env = None;
+    let compose_env: EnvNames = compose
+        .env
+        .iter()
+        .map(|(s, names)| {
+            let names = names
+                .iter()
+                .filter(|n| !COMPOSE_ONLY_ENV.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            (s.clone(), names)
+        })
+        .collect();
     for overlay in overlays() {
         let k8s = k8s_shape(&overlay, &render_overlay(&overlay));
-        assert_eq!(
-            k8s.counts, compose.counts,
-            "k8s/{overlay} replicas per (service, version) vs compose"
-        );
+        if overlay == "production" {
+            // Production may run more (two edges), never fewer or others.
+            assert_eq!(
+                k8s.counts.keys().collect::<Vec<_>>(),
+                compose.counts.keys().collect::<Vec<_>>(),
+                "k8s/{overlay} (service, version) pairs vs compose"
+            );
+            for (key, n) in &compose.counts {
+                assert!(
+                    k8s.counts[key] >= *n,
+                    "k8s/{overlay} {key:?}: fewer than compose"
+                );
+            }
+            assert!(
+                k8s.counts[&("edge".to_owned(), "1.0.0".to_owned())] >= 2,
+                "k8s/production runs at least two edges"
+            );
+        } else {
+            assert_eq!(
+                k8s.counts, compose.counts,
+                "k8s/{overlay} replicas per (service, version) vs compose"
+            );
+        }
         assert_eq!(k8s.ports, compose.ports, "k8s/{overlay} ports vs compose");
         if overlay == "production" {
-            for (service, names) in local_env.as_ref().unwrap_or(&compose.env) {
+            for (service, names) in local_env.as_ref().unwrap_or(&compose_env) {
                 let missing: Vec<_> = names.difference(&k8s.env[service]).collect();
                 assert!(
                     missing.is_empty(),
@@ -493,8 +526,8 @@ async fn compose_kubernetes_and_fleet_up_run_the_same_services_versions_counts_e
             }
         } else {
             assert_eq!(
-                k8s.env, compose.env,
-                "k8s/{overlay} environment names vs compose"
+                k8s.env, compose_env,
+                "k8s/{overlay} environment names vs compose (without the static lists)"
             );
             if overlay == "local" {
                 local_env = Some(k8s.env);
@@ -581,6 +614,34 @@ fn compose_static_address_lists_and_scrape_targets_name_every_instance() {
         scraped, targets,
         "Prometheus must scrape every compose instance's admin port"
     );
+}
+
+/// The routes-seed Job is named for the route tables it writes (a Job's pod
+/// template is immutable, so new tables must be a new Job).
+#[test]
+fn the_routes_seed_job_is_named_for_its_route_tables() {
+    let root = repo_root();
+    let mut hasher = crc32fast::Hasher::new();
+    for service in ["catalog", "ratings"] {
+        hasher.update(
+            &std::fs::read(root.join(format!("k8s/base/routes/{service}.json")))
+                .expect("k8s/base/routes"),
+        );
+    }
+    let expected = format!("routes-seed-{:08x}", hasher.finalize());
+    for overlay in overlays() {
+        let jobs: Vec<String> = render_overlay(&overlay)
+            .iter()
+            .filter(|o| o["kind"] == "Job")
+            .map(|o| scalar(&o["metadata"]["name"]))
+            .filter(|n| n.starts_with("routes-seed"))
+            .collect();
+        assert_eq!(
+            jobs,
+            vec![expected.clone()],
+            "k8s/{overlay}: rename the routes-seed Job in k8s/base/jobs.yaml to {expected}"
+        );
+    }
 }
 
 #[test]

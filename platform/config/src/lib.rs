@@ -8,10 +8,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A configuration value that is missing or cannot be used.
@@ -47,9 +48,15 @@ impl ConfigError {
 }
 
 /// A snapshot of environment variables. Empty values count as unset.
+///
+/// It remembers every name it was asked for ([`Env::names_read`]), set or
+/// not, shared by its clones: after a `Config::from_env`, that is the exact
+/// list of variables the code reads for this configuration, which the
+/// deployment rehearsal compares with what a deployment sets.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
@@ -75,7 +82,14 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .filter(|(_, v)| !v.trim().is_empty())
                 .collect(),
+            read: Arc::default(),
         }
+    }
+
+    /// Every variable name looked up so far through this snapshot or its
+    /// clones, whether it was set or not.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.read.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Returns a copy with `key` set to `value` (tools layer flags over env).
@@ -93,6 +107,9 @@ impl Env {
 
     /// The raw value of `key`, trimmed, if set and non-empty.
     pub fn get(&self, key: &str) -> Option<&str> {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(key.to_owned());
+        }
         self.vars.get(key).map(|v| v.trim())
     }
 
@@ -298,6 +315,18 @@ mod tests {
             .is_err()
         );
         assert_eq!(env(&[]).number_in("LIMIT", 5u32, 1..=100).unwrap(), 5);
+    }
+
+    #[test]
+    fn names_read_lists_every_lookup_across_clones() {
+        let e = env(&[("A", "1"), ("UNUSED", "x")]);
+        let clone = e.clone();
+        assert_eq!(e.parse("A", 0u32).unwrap(), 1);
+        assert_eq!(clone.string("B", "d"), "d");
+        assert_eq!(
+            e.names_read(),
+            BTreeSet::from(["A".to_owned(), "B".to_owned()])
+        );
     }
 
     #[test]

@@ -18,6 +18,17 @@
 //! A recorded migration whose checksum differs from this build's file
 //! stops the run: shipped migrations are never edited, the next change is
 //! a new file.
+//!
+//! **Scylla and tablets.** Scylla 6.0 and later create keyspaces with
+//! tablets by default, and tablets keyspaces reject lightweight
+//! transactions until Scylla 2025.4 ("LWT is not yet supported with
+//! tablets", scylladb#18066) — yet the migration lock and every rating
+//! write are LWTs. So the keyspace is created with
+//! `AND tablets = {'enabled': false}` when the server is a Scylla that
+//! knows tablets (it has `system_schema.scylla_keyspaces`); Cassandra
+//! rejects that option, so it gets the plain statement. The flavour is
+//! read from the server's own schema tables ([`ServerFlavour::detect`]),
+//! never configured. A keyspace that already exists is left as it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,6 +89,76 @@ fn in_keyspace(keyspace: &str, stmt: &str) -> String {
         }
     }
     stmt.to_owned()
+}
+
+/// What kind of CQL server the dal talks to, as far as the schema cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ServerFlavour {
+    /// Apache Cassandra (no `scylla_*` tables).
+    Cassandra,
+    /// ScyllaDB. `tablets` is true when the server knows the keyspace
+    /// `tablets` option (6.0 and later, with `system_schema.scylla_keyspaces`).
+    Scylla {
+        /// Whether `CREATE KEYSPACE … AND tablets = {…}` is understood.
+        tablets: bool,
+    },
+}
+
+impl ServerFlavour {
+    /// Reads the flavour from the server's schema tables: Scylla has
+    /// `system.scylla_local` (every release), and
+    /// `system_schema.scylla_keyspaces` since tablets exist.
+    async fn detect(session: &Session) -> Result<Self, StoreError> {
+        let mut st = Statement::new(
+            "SELECT keyspace_name, table_name FROM system_schema.tables \
+             WHERE keyspace_name IN ('system', 'system_schema')",
+        );
+        st.set_request_timeout(Some(DDL_TIMEOUT));
+        let rows = session
+            .query_unpaged(st, ())
+            .await
+            .map_err(|e| unavailable("reading the server's schema tables", e))?
+            .into_rows_result()
+            .map_err(|e| unavailable("reading the server's schema tables", e))?;
+        let mut tables = Vec::new();
+        for row in rows
+            .rows::<(String, String)>()
+            .map_err(|e| unavailable("reading the server's schema tables", e))?
+        {
+            tables.push(row.map_err(|e| unavailable("system_schema.tables", e))?);
+        }
+        Ok(Self::from_tables(
+            tables.iter().map(|(k, t)| (k.as_str(), t.as_str())),
+        ))
+    }
+
+    /// The flavour given the `(keyspace, table)` names of the server's
+    /// `system` and `system_schema` keyspaces.
+    fn from_tables<'a>(tables: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let (mut scylla, mut tablets) = (false, false);
+        for (ks, table) in tables {
+            scylla |= ks == "system" && table == "scylla_local";
+            tablets |= ks == "system_schema" && table == "scylla_keyspaces";
+        }
+        if scylla {
+            Self::Scylla { tablets }
+        } else {
+            Self::Cassandra
+        }
+    }
+}
+
+/// The `CREATE KEYSPACE` statement for this server: on a Scylla with
+/// tablets, tablets are disabled (our LWTs need vnodes; see the module
+/// docs); Cassandra and older Scylla reject the option, so they never see it.
+fn create_keyspace(keyspace: &str, replication: &str, flavour: ServerFlavour) -> String {
+    let base = format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}");
+    match flavour {
+        ServerFlavour::Scylla { tablets: true } => {
+            format!("{base} AND tablets = {{'enabled': false}}")
+        }
+        ServerFlavour::Scylla { tablets: false } | ServerFlavour::Cassandra => base,
+    }
 }
 
 fn checksum(cql: &str) -> i64 {
@@ -141,12 +222,11 @@ impl CqlStore {
     pub(super) async fn migrate_schema(&self) -> Result<u64, StoreError> {
         let session = self.session()?;
         let ks = &self.config.keyspace;
+        let flavour = ServerFlavour::detect(session).await?;
+        tracing::info!(?flavour, keyspace = %ks, "creating the keyspace if it is missing");
         ddl(
             session,
-            &format!(
-                "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
-                self.replication(session)
-            ),
+            &create_keyspace(ks, &self.replication(session), flavour),
         )
         .await?;
         ddl(
@@ -299,6 +379,71 @@ impl CqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const REPLICATION: &str = "{'class': 'NetworkTopologyStrategy', 'dc1': 3}";
+
+    #[test]
+    fn keyspace_ddl_disables_tablets_on_scylla_with_tablets_only() {
+        assert_eq!(
+            create_keyspace(
+                "fleet",
+                REPLICATION,
+                ServerFlavour::Scylla { tablets: true }
+            ),
+            "CREATE KEYSPACE IF NOT EXISTS fleet WITH replication = \
+             {'class': 'NetworkTopologyStrategy', 'dc1': 3} AND tablets = {'enabled': false}"
+        );
+        // Cassandra rejects the tablets option ("Unknown property"), and so
+        // does a Scylla from before tablets.
+        let plain = "CREATE KEYSPACE IF NOT EXISTS fleet WITH replication = \
+                     {'class': 'NetworkTopologyStrategy', 'dc1': 3}";
+        assert_eq!(
+            create_keyspace("fleet", REPLICATION, ServerFlavour::Cassandra),
+            plain
+        );
+        assert_eq!(
+            create_keyspace(
+                "fleet",
+                REPLICATION,
+                ServerFlavour::Scylla { tablets: false }
+            ),
+            plain
+        );
+    }
+
+    #[test]
+    fn server_flavour_comes_from_the_scylla_schema_tables() {
+        // Table names as Cassandra 5.0 and Scylla 6.2 list them.
+        let cassandra = [
+            ("system", "local"),
+            ("system", "peers_v2"),
+            ("system_schema", "keyspaces"),
+            ("system_schema", "tables"),
+        ];
+        assert_eq!(
+            ServerFlavour::from_tables(cassandra),
+            ServerFlavour::Cassandra
+        );
+        let scylla_5 = [
+            ("system", "local"),
+            ("system", "scylla_local"),
+            ("system_schema", "keyspaces"),
+        ];
+        assert_eq!(
+            ServerFlavour::from_tables(scylla_5),
+            ServerFlavour::Scylla { tablets: false }
+        );
+        let scylla_6 = [
+            ("system", "local"),
+            ("system", "scylla_local"),
+            ("system_schema", "keyspaces"),
+            ("system_schema", "scylla_keyspaces"),
+        ];
+        assert_eq!(
+            ServerFlavour::from_tables(scylla_6),
+            ServerFlavour::Scylla { tablets: true }
+        );
+    }
 
     #[test]
     fn migration_files_split_into_ddl_statements() {
