@@ -367,7 +367,10 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
             "fleet_dal_store_reconnects_total",
             &[],
         );
-        assert!(reconnects >= 1.0, "the dal rebuilt its session: {reconnects}");
+        assert!(
+            reconnects >= 1.0,
+            "the dal rebuilt its session: {reconnects}"
+        );
 
         // Every acknowledged write is there.
         let c = client(&[dal.grpc]);
