@@ -1,7 +1,8 @@
 //! `fleet status`: every instance by service, version, zone and health —
 //! from Consul when `CONSUL_HTTP_ADDR` is set, else from the embedded
 //! registry `fleet up` writes (`<data-dir>/run/registry.json`), each
-//! instance's health asked from its admin `/readyz`.
+//! instance's health asked from its admin `/readyz`, and how many times
+//! `fleet up` restarted it after a crash.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub struct Row {
     /// `passing`, `warning`, `critical` (Consul) or `ready` / `not ready`
     /// / `unreachable` (embedded).
     pub health: String,
+    /// Restarts after a crash (`fleet up`'s registry); `None` from Consul,
+    /// which does not know.
+    pub restarts: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -46,6 +50,9 @@ struct RegistryEntry {
     addr: String,
     admin_addr: String,
     zone: String,
+    /// Written by `fleet up`; absent in registries of older versions.
+    #[serde(default)]
+    restarts: u32,
 }
 
 /// Runs `fleet status`.
@@ -63,13 +70,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     rows.sort();
     println!("source: {source}");
     println!(
-        "{:<10} {:<8} {:<28} {:<9} {:<22} HEALTH",
-        "SERVICE", "VERSION", "INSTANCE", "ZONE", "ADDRESS"
+        "{:<10} {:<8} {:<28} {:<9} {:<22} {:<11} RESTARTS",
+        "SERVICE", "VERSION", "INSTANCE", "ZONE", "ADDRESS", "HEALTH"
     );
     for r in &rows {
         println!(
-            "{:<10} {:<8} {:<28} {:<9} {:<22} {}",
-            r.service, r.version, r.instance_id, r.zone, r.addr, r.health
+            "{:<10} {:<8} {:<28} {:<9} {:<22} {:<11} {}",
+            r.service,
+            r.version,
+            r.instance_id,
+            r.zone,
+            r.addr,
+            r.health,
+            r.restarts.map_or_else(|| "-".to_owned(), |n| n.to_string())
         );
     }
     Ok(())
@@ -97,6 +110,7 @@ pub async fn from_consul(addr: &str) -> anyhow::Result<Vec<Row>> {
             zone: e.meta.get("zone").cloned().unwrap_or_default(),
             addr: format!("{}:{}", e.address, e.port),
             health: e.health,
+            restarts: None,
         }));
     }
     Ok(rows)
@@ -132,6 +146,7 @@ pub async fn from_registry(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             zone: e.zone,
             addr: e.addr,
             health: health.to_owned(),
+            restarts: Some(e.restarts),
         });
     }
     Ok(rows)

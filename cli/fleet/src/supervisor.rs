@@ -5,6 +5,12 @@
 //! addresses it actually bound, so port 0 works without races) and "ready"
 //! once its admin `/readyz` answers 200. Its output goes to a log file; the
 //! last lines are kept in memory so a failure can be reported with context.
+//!
+//! A child that crashes is started again by whoever watches it (`fleet up`)
+//! on the same addresses ([`RunningChild::respawn`]), after a delay from
+//! [`RestartBackoff`]: Docker's restart policy and Kubernetes'
+//! CrashLoopBackOff in one — exponential, capped, and forgotten once the
+//! instance has run for a stable period.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,6 +18,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -111,6 +119,10 @@ pub struct RunningChild {
     pub pid: u32,
     /// What it bound.
     pub bound: Bound,
+    /// How many times it was started again after exiting on its own.
+    pub restarts: u32,
+    /// When this process was started.
+    pub started_at: Instant,
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -167,7 +179,15 @@ impl RunningChild {
         };
         tokio::select! {
             bound = bound_rx => match bound {
-                Ok(bound) => Ok(Self { spec, pid, bound, child, tail }),
+                Ok(bound) => Ok(Self {
+                    spec,
+                    pid,
+                    bound,
+                    restarts: 0,
+                    started_at: Instant::now(),
+                    child,
+                    tail,
+                }),
                 Err(_) => {
                     // Output closed without a listening line: it is exiting.
                     let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -188,6 +208,32 @@ impl RunningChild {
                 tail: tail_text(&tail),
             }),
         }
+    }
+
+    /// Starts the same program again after it exited, on the addresses it
+    /// had bound (callers keep their static address lists) and counting
+    /// the restart; `self` is replaced only once the new process listens.
+    ///
+    /// # Errors
+    /// [`SupervisorError`] when the new process cannot run, exits, or
+    /// stays silent for `timeout` (`self` still describes the old one).
+    pub async fn respawn(&mut self, timeout: Duration) -> Result<(), SupervisorError> {
+        let mut spec = self.spec.clone();
+        let (addr, admin) = (
+            self.bound.addr.to_string(),
+            self.bound.admin_addr.to_string(),
+        );
+        for (k, v) in &mut spec.env {
+            match k.as_str() {
+                "GRPC_ADDR" | "HTTP_ADDR" => v.clone_from(&addr),
+                "ADMIN_ADDR" => v.clone_from(&admin),
+                _ => {}
+            }
+        }
+        let mut fresh = Self::start(spec, timeout).await?;
+        fresh.restarts = self.restarts.saturating_add(1);
+        *self = fresh;
+        Ok(())
     }
 
     /// Polls `/readyz` on the admin port until it answers 200.
@@ -314,6 +360,62 @@ impl RunningChild {
     }
 }
 
+/// Delays before a crashed instance is started again: `initial`, doubled
+/// after each crash up to `max`; an instance that ran for `stable` before
+/// it crashed starts again from `initial` (a crash loop backs off, a rare
+/// crash is healed at once). Docker restarts after 100 ms doubling to a
+/// minute and resets after 10 s up; Kubernetes after 10 s doubling to
+/// 5 min and resets after 10 min: local processes start in well under a
+/// second, so these defaults are Docker's, capped lower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Running this long counts as recovered: the next crash restarts
+    /// after `initial` again.
+    pub stable: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            stable: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One instance's restart delays under a [`RestartPolicy`].
+#[derive(Clone, Debug)]
+pub struct RestartBackoff {
+    policy: RestartPolicy,
+    next: Duration,
+}
+
+impl RestartBackoff {
+    /// A fresh backoff: the first crash restarts after `policy.initial`.
+    pub fn new(policy: RestartPolicy) -> Self {
+        Self {
+            policy,
+            next: policy.initial,
+        }
+    }
+
+    /// The instance exited after running for `ran`: how long to wait
+    /// before starting it again.
+    pub fn on_exit(&mut self, ran: Duration) -> Duration {
+        if ran >= self.policy.stable {
+            self.next = self.policy.initial;
+        }
+        let delay = self.next.min(self.policy.max);
+        self.next = delay.saturating_mul(2).min(self.policy.max);
+        delay
+    }
+}
+
 /// Copies a child's output to its log and tail; on stdout, reports the
 /// bound addresses from the first `listening` line.
 async fn pump<R>(
@@ -376,6 +478,64 @@ mod tests {
             parse_listening(r#"{"message":"listening","addr":"x"}"#),
             None
         );
+    }
+
+    #[test]
+    fn restarts_back_off_exponentially_up_to_the_cap_and_reset_when_stable() {
+        let policy = RestartPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            stable: Duration::from_secs(10),
+        };
+        let mut b = RestartBackoff::new(policy);
+        let quick = Duration::from_millis(50);
+        let loop_delays: Vec<u128> = (0..6).map(|_| b.on_exit(quick).as_millis()).collect();
+        assert_eq!(loop_delays, vec![100, 200, 400, 800, 1000, 1000]);
+        // Ran for the stable period: the next crash is healed at once.
+        assert_eq!(
+            b.on_exit(Duration::from_secs(10)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(b.on_exit(quick), Duration::from_millis(200));
+    }
+
+    /// A child killed with SIGKILL is started again on the same
+    /// addresses, with a new pid and its restart counted.
+    #[tokio::test]
+    async fn respawn_starts_a_killed_child_again_on_its_addresses() {
+        let script = r#"echo "{\"message\":\"listening\",\"addr\":\"$GRPC_ADDR\",\"admin_addr\":\"$ADMIN_ADDR\"}"; while true; do sleep 0.05; done"#;
+        let spec = ChildSpec {
+            instance_id: "sh-3".into(),
+            service: "sh".into(),
+            version: "0".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![
+                ("GRPC_ADDR".into(), "127.0.0.1:4711".into()),
+                ("ADMIN_ADDR".into(), "127.0.0.1:4712".into()),
+            ],
+            log_path: None,
+        };
+        let mut child = RunningChild::start(spec, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let (old_pid, old_bound) = (child.pid, child.bound);
+        child.kill().unwrap();
+        child.wait().await.unwrap();
+        // The child would have printed whatever it was given: pin other
+        // addresses to prove respawn passes the bound ones.
+        child.bound = Bound {
+            addr: "127.0.0.1:5811".parse().unwrap(),
+            admin_addr: "127.0.0.1:5812".parse().unwrap(),
+        };
+        child.respawn(Duration::from_secs(10)).await.unwrap();
+        assert_ne!(child.pid, old_pid);
+        assert_ne!(child.bound, old_bound);
+        assert_eq!(child.bound.addr.port(), 5811);
+        assert_eq!(child.bound.admin_addr.port(), 5812);
+        assert_eq!(child.restarts, 1);
+        assert!(child.try_exit_status().is_none(), "running");
+        child.stop(Duration::from_secs(5)).await.unwrap();
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::supervisor::{RestartBackoff, RestartPolicy, RunningChild};
 use crate::topology::{Launcher, Topology, TopologyOptions};
 
 /// Flags of `fleet up`.
@@ -52,6 +53,16 @@ pub struct UpArgs {
     /// How long each instance may take to drain at shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// Leave a crashed instance down instead of starting it again.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// First delay before a crashed instance is started again (doubles
+    /// with each crash in a row).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub restart_delay: Duration,
+    /// Longest delay between restarts of an instance that keeps crashing.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub restart_delay_max: Duration,
 }
 
 /// Runs `fleet up` until Ctrl-C or SIGTERM.
@@ -123,8 +134,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let registry = topo.registry();
     let registry_path = run_dir.join("registry.json");
-    std::fs::write(&registry_path, serde_json::to_vec_pretty(&registry)?)
-        .with_context(|| format!("failed to write {}", registry_path.display()))?;
+    write_registry(&registry_path, &topo)?;
 
     println!();
     println!(
@@ -155,7 +165,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("press Ctrl-C to stop");
 
-    wait_for_stop(&mut topo).await;
+    let heal = (!args.no_restart).then(|| RestartPolicy {
+        initial: args.restart_delay,
+        max: args.restart_delay_max.max(args.restart_delay),
+        stable: RestartPolicy::default().stable,
+    });
+    watch_until_stopped(&mut topo, heal, ready_timeout, &registry_path).await;
     println!("fleet: stopping (edge first, dal last) …");
     let mut clean = true;
     for (id, status, killed) in topo.stop(args.grace).await {
@@ -173,25 +188,169 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for Ctrl-C / SIGTERM, reporting instances that exit meanwhile.
-async fn wait_for_stop(topo: &mut Topology) {
-    let mut reported = std::collections::HashSet::new();
+/// One line of `run/registry.json`: the topology's entry and how often
+/// the instance was restarted.
+#[derive(serde::Serialize)]
+struct RegistryLine {
+    #[serde(flatten)]
+    entry: crate::topology::RegistryEntry,
+    restarts: u32,
+}
+
+/// Writes `run/registry.json` (atomically: `fleet status` may read it
+/// while an instance is being restarted).
+fn write_registry(path: &std::path::Path, topo: &Topology) -> anyhow::Result<()> {
+    let lines: Vec<RegistryLine> = topo
+        .registry()
+        .into_iter()
+        .zip(topo.instances())
+        .map(|(entry, child)| RegistryLine {
+            entry,
+            restarts: child.restarts,
+        })
+        .collect();
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&lines)?)
+        .with_context(|| format!("failed to write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// One JSON line on stdout about the supervisor's own doing (beside the
+/// human text, so tools can follow restarts).
+fn log_event(message: &str, child: &RunningChild, fields: serde_json::Value) {
+    let mut line = serde_json::json!({
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "level": if message == "instance exited" { "WARN" } else { "INFO" },
+        "message": message,
+        "target": "fleet::up",
+        "instance": child.spec.instance_id,
+        "service": child.spec.service,
+        "pid": child.pid,
+        "restarts": child.restarts,
+    });
+    if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
+        line.extend(extra);
+    }
+    println!("{line}");
+}
+
+/// A crashed instance: when it is due to start again (`None`: never,
+/// restarts are off).
+struct Down {
+    due: Option<tokio::time::Instant>,
+}
+
+/// Runs until Ctrl-C / SIGTERM. With a `heal` policy, an instance that
+/// exits on its own is started again (same addresses, new pid) after the
+/// policy's backoff, logged, and the registry rewritten; without one it is
+/// reported and left down. Once a stop signal arrives nothing is
+/// restarted any more: a restart in progress is abandoned (its new process
+/// killed) and the caller stops everything.
+async fn watch_until_stopped(
+    topo: &mut Topology,
+    heal: Option<RestartPolicy>,
+    ready_timeout: Duration,
+    registry_path: &std::path::Path,
+) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut stop = std::pin::pin!(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+    });
+    let mut backoff: std::collections::HashMap<String, RestartBackoff> = Default::default();
+    let mut down: std::collections::HashMap<String, Down> = Default::default();
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return,
-            () = tokio::time::sleep(Duration::from_millis(500)) => {
-                for child in topo.instances_mut() {
-                    if let Some(status) = child.try_exit_status()
-                        && reported.insert(child.spec.instance_id.clone())
-                    {
-                        eprintln!(
-                            "fleet: {} exited unexpectedly ({status}); the others keep running. Last output:\n{}",
-                            child.spec.instance_id,
-                            child.tail()
-                        );
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let now = tokio::time::Instant::now();
+        for child in topo.instances_mut() {
+            let id = child.spec.instance_id.clone();
+            if down.contains_key(&id) {
+                continue;
+            }
+            let Some(status) = child.try_exit_status() else {
+                continue;
+            };
+            let ran = now.saturating_duration_since(child.started_at);
+            let Some(policy) = heal else {
+                eprintln!(
+                    "fleet: {id} exited unexpectedly ({status}); the others keep running. Last output:\n{}",
+                    child.tail()
+                );
+                log_event(
+                    "instance exited",
+                    child,
+                    serde_json::json!({
+                        "status": status.to_string(),
+                        "ran_ms": ran.as_millis(),
+                    }),
+                );
+                // Never restarted: keep it out of the loop for good.
+                down.insert(id, Down { due: None });
+                continue;
+            };
+            let delay = backoff
+                .entry(id.clone())
+                .or_insert_with(|| RestartBackoff::new(policy))
+                .on_exit(ran);
+            log_event(
+                "instance exited",
+                child,
+                serde_json::json!({
+                    "status": status.to_string(),
+                    "ran_ms": ran.as_millis(),
+                    "restart_in_ms": delay.as_millis(),
+                }),
+            );
+            down.insert(
+                id,
+                Down {
+                    due: Some(now + delay),
+                },
+            );
+        }
+        let due: Vec<String> = down
+            .iter()
+            .filter(|(_, d)| d.due.is_some_and(|due| due <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(child) = topo.instance_mut(&id) else {
+                down.remove(&id);
+                continue;
+            };
+            let t = std::time::Instant::now();
+            // The stop signal wins over a restart in progress: dropping
+            // the restart kills the half-started process (kill_on_drop).
+            let restarted = tokio::select! {
+                () = &mut stop => return,
+                r = child.respawn(ready_timeout) => r,
+            };
+            down.remove(&id);
+            match restarted {
+                Ok(()) => {
+                    log_event(
+                        "instance restarted",
+                        child,
+                        serde_json::json!({
+                            "addr": child.bound.addr.to_string(),
+                            "admin_addr": child.bound.admin_addr.to_string(),
+                            "start_ms": t.elapsed().as_millis(),
+                        }),
+                    );
+                    if let Err(e) = write_registry(registry_path, topo) {
+                        eprintln!("fleet: {e:#}");
                     }
+                }
+                Err(e) => {
+                    // Counted as another crash right after its start: the
+                    // next round sees it still exited and backs off further.
+                    eprintln!("fleet: restarting {id} failed: {e}");
+                    child.started_at = tokio::time::Instant::now();
                 }
             }
         }

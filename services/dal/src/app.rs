@@ -111,6 +111,7 @@ impl App {
                 store
             }
         };
+        store.register_metrics(&metrics);
         let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
         tracing::info!(
             store = store.backend(),

@@ -40,6 +40,7 @@ impl From<StoreError> for Status {
                 tracing::info!(error = %e, "storage query cut off by the deadline");
                 Status::deadline_exceeded(e.to_string())
             }
+            StoreError::Abandoned(_) => Status::cancelled(e.to_string()),
             StoreError::Corrupt { .. } => {
                 tracing::error!(error = %e, "corrupt record");
                 Status::internal("corrupt record in storage")

@@ -22,6 +22,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use fleet_proto::dal::v1::{Genre, Progress, Rating, RatingSummary, Title};
 use fleet_seed::SeedConfig;
 
+use super::caller::{AbandonedCounter, Caller};
 use super::token::{self, Kind};
 use super::{
     Page, ProgressOutcome, RatingOutcome, RepairReport, SeedReport, StoreError, by_average_desc,
@@ -53,6 +54,9 @@ const PROGRESS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pro
 const PROGRESS_BY_TIME: TableDefinition<(&str, u64, &str), u32> =
     TableDefinition::new("progress_by_time");
 
+/// A scan asks its caller whether it still waits once per this many rows.
+const SCAN_CHECK_ROWS: usize = 256;
+
 const SCHEMA_KEY: &str = "schema_version";
 const SEEDED_KEY: &str = "seeded";
 
@@ -60,6 +64,8 @@ const SEEDED_KEY: &str = "seeded";
 pub struct EmbeddedStore {
     db: Database,
     path: PathBuf,
+    /// Calls stopped because their caller gave up (see [`Caller`]).
+    abandoned: AbandonedCounter,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -106,9 +112,26 @@ impl EmbeddedStore {
         let path = dir.join("dal.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let store = Self { db, path };
+        let store = Self {
+            db,
+            path,
+            abandoned: AbandonedCounter::default(),
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// `fleet_dal_store_abandoned_total{op,step}`: calls stopped because
+    /// their caller gave up.
+    pub fn abandoned(&self) -> &AbandonedCounter {
+        &self.abandoned
+    }
+
+    /// Holds redb's one write lock until the returned transaction is
+    /// dropped, so tests can keep a write waiting for it.
+    #[cfg(test)]
+    pub(crate) fn hold_write_lock(&self) -> Result<WriteTransaction, StoreError> {
+        Ok(self.db.begin_write()?)
     }
 
     /// Checks the file answers a read.
@@ -244,11 +267,12 @@ impl EmbeddedStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub fn list_genres(&self) -> Result<Vec<Genre>, StoreError> {
+    pub fn list_genres(&self, caller: &Caller) -> Result<Vec<Genre>, StoreError> {
         let tx = self.db.begin_read()?;
         let by_genre = tx.open_table(TITLES_BY_GENRE)?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for row in by_genre.iter()? {
+        for (i, row) in by_genre.iter()?.enumerate() {
+            caller.check_every(i, SCAN_CHECK_ROWS, "scan")?;
             let (k, _) = row?;
             *counts.entry(k.value().0.to_owned()).or_default() += 1;
         }
@@ -259,13 +283,24 @@ impl EmbeddedStore {
     }
 
     /// Sets a rating; see the module docs for why it cannot double-count.
+    /// Waiting for the write lock is the step that can take long, so the
+    /// caller is asked again once it is held, and before the commit: a
+    /// caller that gave up meanwhile gets nothing written (the transaction
+    /// is rolled back).
     ///
     /// # Errors
-    /// [`StoreError::TitleNotFound`].
-    pub fn put_rating(&self, rating: &Rating) -> Result<RatingOutcome, StoreError> {
+    /// [`StoreError::TitleNotFound`]; [`StoreError::Timeout`] or
+    /// [`StoreError::Abandoned`] when the caller gave up.
+    pub fn put_rating(
+        &self,
+        rating: &Rating,
+        caller: &Caller,
+    ) -> Result<RatingOutcome, StoreError> {
         let tx = self.db.begin_write()?;
+        let tx = still_wanted(tx, caller, "apply")?;
         let outcome = apply_rating(&tx, rating)?;
         if outcome.applied {
+            let tx = still_wanted(tx, caller, "commit")?;
             tx.commit()?;
         } else {
             tx.abort()?;
@@ -395,6 +430,7 @@ impl EmbeddedStore {
         limit: usize,
         genre: Option<&str>,
         min_count: u64,
+        caller: &Caller,
     ) -> Result<Vec<RatingSummary>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(SUMMARIES)?;
@@ -415,7 +451,8 @@ impl EmbeddedStore {
             None => None,
         };
         let mut all = Vec::new();
-        for row in table.iter()? {
+        for (i, row) in table.iter()?.enumerate() {
+            caller.check_every(i, SCAN_CHECK_ROWS, "scan")?;
             let (k, v) = row?;
             let s = summary(k.value(), v.value());
             if s.count == 0 || s.count < min_count {
@@ -434,13 +471,21 @@ impl EmbeddedStore {
         Ok(all)
     }
 
-    /// Records progress, last write wins on `updated_at_ms`.
+    /// Records progress, last write wins on `updated_at_ms`; like
+    /// [`Self::put_rating`], nothing is written for a caller that gave up.
     ///
     /// # Errors
-    /// [`StoreError::TitleNotFound`].
-    pub fn put_progress(&self, progress: &Progress) -> Result<ProgressOutcome, StoreError> {
+    /// [`StoreError::TitleNotFound`]; [`StoreError::Timeout`] or
+    /// [`StoreError::Abandoned`] when the caller gave up.
+    pub fn put_progress(
+        &self,
+        progress: &Progress,
+        caller: &Caller,
+    ) -> Result<ProgressOutcome, StoreError> {
         let tx = self.db.begin_write()?;
+        let tx = still_wanted(tx, caller, "apply")?;
         let outcome = apply_progress(&tx, progress)?;
+        let tx = still_wanted(tx, caller, "commit")?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -577,6 +622,22 @@ impl EmbeddedStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// The write transaction back while the caller still waits for `step`;
+/// else it is rolled back and the caller's error returned.
+fn still_wanted(
+    tx: WriteTransaction,
+    caller: &Caller,
+    step: &'static str,
+) -> Result<WriteTransaction, StoreError> {
+    match caller.check(step) {
+        Ok(()) => Ok(tx),
+        Err(e) => {
+            tx.abort()?;
+            Err(e)
+        }
     }
 }
 
@@ -864,6 +925,11 @@ fn repair_progress(tx: &WriteTransaction) -> Result<Check, StoreError> {
 mod tests {
     use super::*;
 
+    /// A caller outside any request: no deadline, never leaves.
+    fn waiting() -> Caller {
+        Caller::current("test", &AbandonedCounter::default())
+    }
+
     fn small() -> SeedConfig {
         SeedConfig {
             titles: 50,
@@ -893,7 +959,7 @@ mod tests {
         let (_dir, store) = seeded();
         assert!(!store.seed(&small()).unwrap().seeded);
         assert_eq!(store.repair().unwrap().found(), 0);
-        let genres = store.list_genres().unwrap();
+        let genres = store.list_genres(&waiting()).unwrap();
         assert_eq!(genres.iter().map(|g| g.title_count).sum::<u64>(), 50);
     }
 
@@ -902,23 +968,29 @@ mod tests {
         let (_dir, store) = seeded();
         let before = store.summaries(&["t00003".into()]).unwrap()[0].clone();
         let r = rating("u99999", "t00003", 4, 2_000_000_000_000);
-        let first = store.put_rating(&r).unwrap();
+        let first = store.put_rating(&r, &waiting()).unwrap();
         assert!(first.applied);
         assert_eq!(first.summary.count, before.count + 1);
         assert_eq!(first.summary.stars_sum, before.stars_sum + 4);
         // The same write again: no change.
-        let dup = store.put_rating(&r).unwrap();
+        let dup = store.put_rating(&r, &waiting()).unwrap();
         assert!(!dup.applied);
         assert_eq!(dup.summary, first.summary);
         // An older write loses.
         let stale = store
-            .put_rating(&rating("u99999", "t00003", 1, 1_999_999_999_999))
+            .put_rating(
+                &rating("u99999", "t00003", 1, 1_999_999_999_999),
+                &waiting(),
+            )
             .unwrap();
         assert!(!stale.applied);
         assert_eq!(stale.rating.stars, 4);
         // A newer one replaces: count unchanged, sum adjusted.
         let newer = store
-            .put_rating(&rating("u99999", "t00003", 2, 2_000_000_000_001))
+            .put_rating(
+                &rating("u99999", "t00003", 2, 2_000_000_000_001),
+                &waiting(),
+            )
             .unwrap();
         assert!(newer.applied);
         assert_eq!(newer.summary.count, before.count + 1);
@@ -941,7 +1013,7 @@ mod tests {
                     // Half send the same write, half a newer one.
                     let at = 2_000_000_000_000 + i64::from(i % 2);
                     store
-                        .put_rating(&rating("u77777", "t00010", 3 + (i % 2), at))
+                        .put_rating(&rating("u77777", "t00010", 3 + (i % 2), at), &waiting())
                         .unwrap()
                 })
             })
@@ -1012,18 +1084,33 @@ mod tests {
             position_s: pos,
             updated_at_ms: at,
         };
-        assert!(store.put_progress(&p("t00001", 10, 100)).unwrap().applied);
-        assert!(store.put_progress(&p("t00002", 20, 200)).unwrap().applied);
-        let stale = store.put_progress(&p("t00001", 5, 50)).unwrap();
+        assert!(
+            store
+                .put_progress(&p("t00001", 10, 100), &waiting())
+                .unwrap()
+                .applied
+        );
+        assert!(
+            store
+                .put_progress(&p("t00002", 20, 200), &waiting())
+                .unwrap()
+                .applied
+        );
+        let stale = store.put_progress(&p("t00001", 5, 50), &waiting()).unwrap();
         assert!(!stale.applied);
         assert_eq!(stale.current.position_s, 10);
-        assert!(store.put_progress(&p("t00001", 30, 300)).unwrap().applied);
+        assert!(
+            store
+                .put_progress(&p("t00001", 30, 300), &waiting())
+                .unwrap()
+                .applied
+        );
         let list = store.list_progress("u88888", 10).unwrap();
         let ids: Vec<_> = list.iter().map(|p| p.title_id.as_str()).collect();
         assert_eq!(ids, ["t00001", "t00002"]);
         assert_eq!(list[0].position_s, 30);
         assert!(matches!(
-            store.put_progress(&p("t99999", 1, 1)),
+            store.put_progress(&p("t99999", 1, 1), &waiting()),
             Err(StoreError::TitleNotFound(_))
         ));
     }
@@ -1046,7 +1133,10 @@ mod tests {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             store.seed(&small()).unwrap();
             store
-                .put_rating(&rating("u12345", "t00004", 5, 3_000_000_000_000))
+                .put_rating(
+                    &rating("u12345", "t00004", 5, 3_000_000_000_000),
+                    &waiting(),
+                )
                 .unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();

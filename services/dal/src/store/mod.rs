@@ -11,6 +11,7 @@
 //! (Cassandra/Scylla through the `scylla` driver, when `SCYLLA_NODES` is
 //! set).
 
+pub mod caller;
 pub mod cql;
 pub mod embedded;
 pub mod token;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use fleet_proto::dal::v1::{Genre, Progress, Rating, RatingSummary, Title};
 use fleet_seed::SeedConfig;
 
+pub use caller::Caller;
 pub use cql::{CqlConfig, CqlStore, Startup};
 pub use embedded::EmbeddedStore;
 
@@ -38,6 +40,10 @@ pub enum StoreError {
     /// The caller's deadline passed before the store answered.
     #[error("storage did not answer within the caller's deadline: {0}")]
     Timeout(String),
+    /// The caller gave up (dropped the call) before the store finished;
+    /// nothing further was done for it.
+    #[error("the caller left before the store finished: {0}")]
+    Abandoned(String),
     /// Data in the store could not be decoded.
     #[error("corrupt record in {table}: {reason}")]
     Corrupt {
@@ -162,16 +168,28 @@ pub(crate) fn by_average_desc(a: &RatingSummary, b: &RatingSummary) -> std::cmp:
         .then_with(|| a.title_id.cmp(&b.title_id))
 }
 
-/// Runs a blocking store call off the async workers.
-async fn blocking<T, F>(store: &Arc<EmbeddedStore>, f: F) -> Result<T, StoreError>
+/// Runs a blocking store call `op` off the async workers, for the caller
+/// of the current request: nothing starts once its deadline passed, and
+/// `f` is handed the [`Caller`] to check again before each further
+/// blocking step; dropping the returned future tells it the caller left.
+async fn blocking<T, F>(store: &Arc<EmbeddedStore>, op: &'static str, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
-    F: FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&EmbeddedStore, &Caller) -> Result<T, StoreError> + Send + 'static,
 {
+    let caller = Caller::current(op, store.abandoned());
+    caller.check("queue")?;
+    let watch = caller.watch();
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+    let result = tokio::task::spawn_blocking(move || {
+        // The blocking pool may have queued it: check again.
+        caller.check("start")?;
+        f(&store, &caller)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")));
+    watch.finished();
+    result?
 }
 
 impl Store {
@@ -181,7 +199,7 @@ impl Store {
     /// [`StoreError::Unavailable`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, EmbeddedStore::ping).await,
+            Self::Embedded(s) => blocking(s, "ping", |s, _| s.ping()).await,
             Self::Cql(s) => s.ping().await,
         }
     }
@@ -192,7 +210,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn get_title(&self, id: String) -> Result<Option<Title>, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.get_title(&id)).await,
+            Self::Embedded(s) => blocking(s, "get_title", move |s, _| s.get_title(&id)).await,
             Self::Cql(s) => s.get_title(&id).await,
         }
     }
@@ -203,7 +221,9 @@ impl Store {
     /// [`StoreError`].
     pub async fn batch_get_titles(&self, ids: Vec<String>) -> Result<Vec<Title>, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.batch_get_titles(&ids)).await,
+            Self::Embedded(s) => {
+                blocking(s, "batch_get_titles", move |s, _| s.batch_get_titles(&ids)).await
+            }
             Self::Cql(s) => s.batch_get_titles(&ids).await,
         }
     }
@@ -220,7 +240,7 @@ impl Store {
     ) -> Result<Page<Title>, StoreError> {
         match self {
             Self::Embedded(s) => {
-                blocking(s, move |s| {
+                blocking(s, "list_titles", move |s, _| {
                     s.list_titles(genre.as_deref(), limit, token.as_deref())
                 })
                 .await
@@ -238,7 +258,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn list_genres(&self) -> Result<Vec<Genre>, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, EmbeddedStore::list_genres).await,
+            Self::Embedded(s) => blocking(s, "list_genres", |s, c| s.list_genres(c)).await,
             Self::Cql(s) => s.list_genres().await,
         }
     }
@@ -250,7 +270,9 @@ impl Store {
     /// [`StoreError::TitleNotFound`] when the title does not exist.
     pub async fn put_rating(&self, rating: Rating) -> Result<RatingOutcome, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.put_rating(&rating)).await,
+            Self::Embedded(s) => {
+                blocking(s, "put_rating", move |s, c| s.put_rating(&rating, c)).await
+            }
             Self::Cql(s) => s.put_rating(&rating).await,
         }
     }
@@ -267,7 +289,7 @@ impl Store {
     ) -> Result<Page<Rating>, StoreError> {
         match self {
             Self::Embedded(s) => {
-                blocking(s, move |s| {
+                blocking(s, "list_ratings_by_user", move |s, _| {
                     s.list_ratings_by_user(&user_id, limit, token.as_deref())
                 })
                 .await
@@ -291,7 +313,7 @@ impl Store {
     ) -> Result<Page<Rating>, StoreError> {
         match self {
             Self::Embedded(s) => {
-                blocking(s, move |s| {
+                blocking(s, "list_ratings_by_title", move |s, _| {
                     s.list_ratings_by_title(&title_id, limit, token.as_deref())
                 })
                 .await
@@ -309,7 +331,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn summaries(&self, ids: Vec<String>) -> Result<Vec<RatingSummary>, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.summaries(&ids)).await,
+            Self::Embedded(s) => blocking(s, "summaries", move |s, _| s.summaries(&ids)).await,
             Self::Cql(s) => s.summaries(&ids).await,
         }
     }
@@ -326,7 +348,10 @@ impl Store {
     ) -> Result<Vec<RatingSummary>, StoreError> {
         match self {
             Self::Embedded(s) => {
-                blocking(s, move |s| s.top_rated(limit, genre.as_deref(), min_count)).await
+                blocking(s, "top_rated", move |s, c| {
+                    s.top_rated(limit, genre.as_deref(), min_count, c)
+                })
+                .await
             }
             Self::Cql(s) => s.top_rated(limit, genre.as_deref(), min_count).await,
         }
@@ -338,7 +363,9 @@ impl Store {
     /// [`StoreError::TitleNotFound`] when the title does not exist.
     pub async fn put_progress(&self, progress: Progress) -> Result<ProgressOutcome, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.put_progress(&progress)).await,
+            Self::Embedded(s) => {
+                blocking(s, "put_progress", move |s, c| s.put_progress(&progress, c)).await
+            }
             Self::Cql(s) => s.put_progress(&progress).await,
         }
     }
@@ -353,7 +380,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Progress>, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.list_progress(&user_id, limit)).await,
+            Self::Embedded(s) => {
+                blocking(s, "list_progress", move |s, _| {
+                    s.list_progress(&user_id, limit)
+                })
+                .await
+            }
             Self::Cql(s) => s.list_progress(&user_id, limit).await,
         }
     }
@@ -364,7 +396,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn migrate(&self) -> Result<u64, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, EmbeddedStore::migrate).await,
+            Self::Embedded(s) => blocking(s, "migrate", |s, _| s.migrate()).await,
             Self::Cql(s) => s.migrate().await,
         }
     }
@@ -375,7 +407,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn seed(&self, cfg: SeedConfig) -> Result<SeedReport, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, move |s| s.seed(&cfg)).await,
+            Self::Embedded(s) => blocking(s, "seed", move |s, _| s.seed(&cfg)).await,
             Self::Cql(s) => s.seed(&cfg).await,
         }
     }
@@ -387,8 +419,21 @@ impl Store {
     /// [`StoreError`].
     pub async fn repair(&self) -> Result<RepairReport, StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, EmbeddedStore::repair).await,
+            Self::Embedded(s) => blocking(s, "repair", |s, _| s.repair()).await,
             Self::Cql(s) => s.repair().await,
+        }
+    }
+
+    /// Registers the store's own metrics: for the embedded store,
+    /// `fleet_dal_store_abandoned_total{op,step}` (calls stopped because
+    /// their caller gave up; Cassandra queries are simply dropped).
+    pub fn register_metrics(&self, metrics: &fleet_metrics::Metrics) {
+        if let Self::Embedded(s) = self {
+            metrics.register(
+                "dal_store_abandoned",
+                "Embedded-store calls stopped before a step because their caller gave up",
+                s.abandoned().clone(),
+            );
         }
     }
 
@@ -409,8 +454,149 @@ impl Store {
     #[cfg(feature = "test-util")]
     pub async fn inject_drift(&self) -> Result<(), StoreError> {
         match self {
-            Self::Embedded(s) => blocking(s, EmbeddedStore::inject_drift).await,
+            Self::Embedded(s) => blocking(s, "inject_drift", |s, _| s.inject_drift()).await,
             Self::Cql(s) => s.inject_drift().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fleet_context::RequestContext;
+
+    use super::caller::AbandonLabels;
+    use super::*;
+
+    fn seeded() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let cfg = SeedConfig {
+            titles: 20,
+            users: 5,
+            seed: 3,
+        };
+        store.seed(&cfg).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn abandoned(s: &EmbeddedStore, op: &'static str) -> u64 {
+        ["queue", "start", "apply", "commit"]
+            .into_iter()
+            .map(|step| {
+                s.abandoned()
+                    .get_or_create(&AbandonLabels { op, step })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Waits (bounded) until `op` was counted as abandoned.
+    async fn until_abandoned(s: &EmbeddedStore, op: &'static str) {
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while abandoned(s, op) == 0 {
+            assert!(std::time::Instant::now() < give_up, "{op} never stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn rating(user: &str) -> Rating {
+        Rating {
+            user_id: user.into(),
+            title_id: "t00001".into(),
+            stars: 5,
+            rated_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// The caller drops the call while the write waits for redb's write
+    /// lock: once the lock is free, the write stops instead of committing.
+    /// (Catches: no check after the lock is taken or before the commit —
+    /// the rating would be stored and the summary counted.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_caller_left_does_no_further_store_work() {
+        let (_dir, embedded) = seeded();
+        let store = Store::Embedded(embedded.clone());
+        let before = store.summaries(vec!["t00001".into()]).await.unwrap();
+        let lock = embedded.hold_write_lock().unwrap();
+        let call = store.put_rating(rating("u_left"));
+        // The caller gives up while the write is stuck behind the lock.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), call)
+                .await
+                .is_err()
+        );
+        assert_eq!(abandoned(&embedded, "put_rating"), 0, "still queued");
+        lock.abort().unwrap();
+        until_abandoned(&embedded, "put_rating").await;
+
+        let mine = store
+            .list_ratings_by_user("u_left".into(), 10, None)
+            .await
+            .unwrap();
+        assert!(mine.items.is_empty(), "nothing written: {mine:?}");
+        let after = store.summaries(vec!["t00001".into()]).await.unwrap();
+        assert_eq!(after, before, "summary untouched");
+        assert_eq!(abandoned(&embedded, "put_rating"), 1);
+    }
+
+    /// The caller's deadline passes while the write waits for the lock:
+    /// it answers `Timeout` and writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_past_its_deadline_answers_timeout_and_writes_nothing() {
+        let (_dir, embedded) = seeded();
+        let store = Store::Embedded(embedded.clone());
+        let lock = embedded.hold_write_lock().unwrap();
+        let cx = RequestContext::new().with_budget(Duration::from_millis(50));
+        let call = {
+            let store = store.clone();
+            tokio::spawn(cx.scope(async move {
+                store
+                    .put_progress(Progress {
+                        user_id: "u_late".into(),
+                        title_id: "t00002".into(),
+                        position_s: 60,
+                        updated_at_ms: 1_700_000_000_000,
+                    })
+                    .await
+            }))
+        };
+        // Release the lock only once the deadline has passed.
+        let cx_deadline = std::time::Instant::now() + Duration::from_millis(50);
+        while std::time::Instant::now() < cx_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        lock.abort().unwrap();
+        let r = call.await.unwrap();
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        assert!(
+            store
+                .list_progress("u_late".into(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(abandoned(&embedded, "put_progress"), 1);
+    }
+
+    /// Nothing starts for a caller whose deadline already passed.
+    #[tokio::test]
+    async fn an_expired_caller_starts_no_store_work() {
+        let (_dir, embedded) = seeded();
+        let store = Store::Embedded(embedded.clone());
+        let cx = RequestContext::new().with_budget(Duration::ZERO);
+        let r = cx.scope(store.top_rated(10, None, 0)).await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        assert_eq!(
+            embedded
+                .abandoned()
+                .get_or_create(&AbandonLabels {
+                    op: "top_rated",
+                    step: "queue"
+                })
+                .get(),
+            1
+        );
     }
 }

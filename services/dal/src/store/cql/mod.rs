@@ -38,6 +38,18 @@
 //! asked) every call answers `Unavailable` and [`CqlStore::ping`] says what
 //! it is waiting for, so the dal starts, reports not-ready and keeps
 //! retrying with backoff instead of crashing when Cassandra is down.
+//!
+//! **Recovery.** When Cassandra goes away after that, calls fail fast
+//! (`Unavailable`: the driver has no connection to send them on) and the
+//! driver refills its pools with exponential backoff — up to 10 s between
+//! attempts, and its reconnection policy is not configurable in a stable
+//! API. So a watchdog ([`SESSION_WATCH_EVERY`]) notices when the session
+//! has no open connection left, keeps trying to build a fresh session
+//! (bounded by the connect timeout), and swaps it in the moment Cassandra
+//! answers: queries and readiness resume within about a second of the
+//! store's return instead of up to one backoff period later. Prepared
+//! statements carry no session; the driver re-prepares them where the
+//! server forgot them.
 
 mod migrate;
 mod queries;
@@ -46,7 +58,7 @@ mod statements;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -208,7 +220,13 @@ impl fmt::Display for Phase {
 /// The Cassandra/Scylla store.
 pub struct CqlStore {
     config: CqlConfig,
+    /// The first session: schema work and start-up use it.
     session: OnceCell<Arc<Session>>,
+    /// The session queries use, once the watchdog replaced the first one
+    /// (see "Recovery" in the module docs).
+    replacement: RwLock<Option<Arc<Session>>>,
+    /// Sessions the watchdog built (`fleet_dal_store_reconnects_total`).
+    reconnects: Counter,
     statements: OnceCell<Arc<Statements>>,
     keyspace_in_use: AtomicBool,
     phase: watch::Sender<Phase>,
@@ -253,6 +271,12 @@ impl CqlStore {
             "Rating writes that lost a compare-and-set race and retried",
             cas_retries.clone(),
         );
+        let reconnects = Counter::default();
+        metrics.register(
+            "dal_store_reconnects",
+            "Fresh Cassandra sessions built because the old one had lost every connection",
+            reconnects.clone(),
+        );
         let (phase, _) = watch::channel(Phase::Connecting {
             attempt: 1,
             error: None,
@@ -260,6 +284,8 @@ impl CqlStore {
         let store = Arc::new(Self {
             config,
             session: OnceCell::new(),
+            replacement: RwLock::new(None),
+            reconnects,
             statements: OnceCell::new(),
             keyspace_in_use: AtomicBool::new(false),
             phase,
@@ -353,10 +379,60 @@ impl CqlStore {
             .ok_or_else(|| StoreError::Unavailable(self.phase.borrow().to_string()))
     }
 
-    fn conn(&self) -> Result<(&Session, &Statements), StoreError> {
-        match (self.session.get(), self.statements.get()) {
+    /// The session queries go to (the watchdog's replacement, if any)
+    /// and the prepared statements.
+    fn conn(&self) -> Result<(Arc<Session>, &Statements), StoreError> {
+        let replaced = self
+            .replacement
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match (
+            replaced.or_else(|| self.session.get().cloned()),
+            self.statements.get(),
+        ) {
             (Some(s), Some(st)) => Ok((s, st)),
             _ => Err(StoreError::Unavailable(self.phase.borrow().to_string())),
+        }
+    }
+
+    /// Whether the session queries use has no open connection to any
+    /// node (Cassandra went away and the driver has not refilled yet).
+    fn cut_off(&self) -> bool {
+        self.conn().is_ok_and(|(session, _)| {
+            !session
+                .get_cluster_state()
+                .get_nodes_info()
+                .iter()
+                .any(|node| node.is_connected())
+        })
+    }
+
+    /// One round of the watchdog: when cut off, try a fresh session and
+    /// swap it in if Cassandra answers. Returns whether it replaced one.
+    async fn heal_session(&self) -> bool {
+        if !self.cut_off() {
+            return false;
+        }
+        match connect(&self.config).await {
+            Ok(fresh) => {
+                // The old session may have refilled meanwhile; either is
+                // fine, the fresh one is known to be connected.
+                *self
+                    .replacement
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(fresh));
+                self.reconnects.inc();
+                tracing::info!(
+                    nodes = %self.config.nodes.join(","),
+                    "Cassandra answers again: replaced the session that had lost its connections"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Cassandra still unreachable");
+                false
+            }
         }
     }
 
@@ -510,12 +586,30 @@ impl CqlStore {
     }
 }
 
+/// How often the session watchdog looks whether the session lost every
+/// connection (and, while it has, tries a fresh one).
+pub const SESSION_WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs as long as the store exists: see "Recovery" in the module docs.
+async fn watch_session(store: Weak<CqlStore>) {
+    let mut tick = tokio::time::interval(SESSION_WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = store.upgrade() else { return };
+        s.heal_session().await;
+    }
+}
+
 async fn connect_loop(store: Weak<CqlStore>, startup: Startup) {
     let mut attempt = 1;
     loop {
         let Some(s) = store.upgrade() else { return };
         match s.advance(&startup, attempt).await {
-            Ok(()) => return,
+            Ok(()) => {
+                tokio::spawn(watch_session(store.clone()));
+                return;
+            }
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "Cassandra store not ready; retrying");
                 if !s.session.initialized() {

@@ -213,10 +213,8 @@ impl CqlStore {
                 return Ok(false);
             }
             let next = Some(version.unwrap_or(0) + 1);
-            let r = self
-                .conn()?
-                .0
-                .execute_unpaged(&st.summary_cas, (n, sum, next, title, version));
+            let (session, _) = self.conn()?;
+            let r = session.execute_unpaged(&st.summary_cas, (n, sum, next, title, version));
             let result = self
                 .within("ratings_by_title", r)
                 .await?
