@@ -8,10 +8,12 @@
 
 #![forbid(unsafe_code)]
 
+mod stack;
+
 pub mod v2;
 
 use fleet_proto::catalog::v1 as pb;
-use fleet_rpc::Operation;
+use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -70,12 +72,27 @@ pub struct Genre {
 #[derive(Clone, Debug)]
 pub struct CatalogClient {
     dep: Dependency,
+    stack: RpcService,
 }
 
 impl CatalogClient {
     /// A client over `dep`.
     pub fn new(dep: Dependency) -> Self {
-        Self { dep }
+        let stack = stack::build(&dep);
+        Self { dep, stack }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
     }
 
     /// The underlying dependency.
@@ -97,8 +114,7 @@ impl CatalogClient {
     /// [`Error::NotFound`] when there is no such title.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let resp: pb::GetTitleResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::GET_TITLE,
                 pb::GetTitleRequest { id: id.to_owned() },
                 opts,
@@ -120,8 +136,7 @@ impl CatalogClient {
         opts: CallOptions,
     ) -> Result<Vec<Title>, Error> {
         let resp: pb::BatchGetTitlesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::BATCH_GET_TITLES,
                 pb::BatchGetTitlesRequest { ids: ids.to_vec() },
                 opts,
@@ -142,8 +157,7 @@ impl CatalogClient {
         opts: CallOptions,
     ) -> Result<Page<Title>, Error> {
         let resp: pb::ListTitlesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_TITLES,
                 pb::ListTitlesRequest {
                     genre: genre.unwrap_or_default().to_owned(),
@@ -165,8 +179,7 @@ impl CatalogClient {
     /// [`Error`].
     pub async fn list_genres(&self, opts: CallOptions) -> Result<Vec<Genre>, Error> {
         let resp: pb::ListGenresResponse = self
-            .dep
-            .unary(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
+            .call(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
             .await?;
         Ok(resp
             .genres

@@ -4,7 +4,7 @@
 //! filters out 2.x.
 
 use fleet_proto::catalog::v2 as pb;
-use fleet_rpc::{CallOptions, Dependency, Operation, RpcError as Error};
+use fleet_rpc::{CallOptions, Dependency, Operation, RpcError as Error, RpcService};
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "catalog.v2.Catalog";
@@ -36,12 +36,29 @@ pub struct Title {
 #[derive(Clone, Debug)]
 pub struct CatalogV2Client {
     dep: Dependency,
+    stack: RpcService,
 }
 
 impl CatalogV2Client {
     /// A client over `dep` (built with interface major [`INTERFACE_MAJOR`]).
     pub fn new(dep: Dependency) -> Self {
-        Self { dep }
+        // The same stack as v1's, over this dependency's own state: its
+        // circuits, budget and metrics (`target="catalog.v2"`) are not v1's.
+        let stack = crate::stack::build(&dep);
+        Self { dep, stack }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
     }
 
     /// The underlying dependency.
@@ -56,8 +73,7 @@ impl CatalogV2Client {
     /// no 2.x instance runs.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let t: pb::Title = self
-            .dep
-            .unary(
+            .call(
                 &GET_TITLE,
                 pb::GetTitleRequest {
                     title_id: id.to_owned(),

@@ -8,8 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+mod stack;
+
 use fleet_proto::dal::v1 as pb;
-use fleet_rpc::Operation;
+use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -137,12 +139,27 @@ pub struct ProgressWrite {
 #[derive(Clone, Debug)]
 pub struct DalClient {
     dep: Dependency,
+    stack: RpcService,
 }
 
 impl DalClient {
     /// A client over `dep` (whose config names the dal and this caller).
     pub fn new(dep: Dependency) -> Self {
-        Self { dep }
+        let stack = stack::build(&dep);
+        Self { dep, stack }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
     }
 
     /// The underlying dependency (instances, config).
@@ -164,8 +181,7 @@ impl DalClient {
     /// [`Error::NotFound`] when there is no such title; others as usual.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let resp: pb::GetTitleResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::GET_TITLE,
                 pb::GetTitleRequest { id: id.to_owned() },
                 opts,
@@ -186,8 +202,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<Title>, Error> {
         let resp: pb::BatchGetTitlesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::BATCH_GET_TITLES,
                 pb::BatchGetTitlesRequest { ids: ids.to_vec() },
                 opts,
@@ -208,8 +223,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Title>, Error> {
         let resp: pb::ListTitlesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_TITLES,
                 pb::ListTitlesRequest {
                     genre: genre.unwrap_or_default().to_owned(),
@@ -231,8 +245,7 @@ impl DalClient {
     /// [`Error`].
     pub async fn list_genres(&self, opts: CallOptions) -> Result<Vec<Genre>, Error> {
         let resp: pb::ListGenresResponse = self
-            .dep
-            .unary(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
+            .call(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
             .await?;
         Ok(resp
             .genres
@@ -255,8 +268,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<RatingWrite, Error> {
         let resp: pb::PutRatingResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::PUT_RATING,
                 pb::PutRatingRequest {
                     rating: Some(rating.into()),
@@ -286,8 +298,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListRatingsByUserResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_RATINGS_BY_USER,
                 pb::ListRatingsByUserRequest {
                     user_id: user_id.to_owned(),
@@ -315,8 +326,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListRatingsByTitleResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_RATINGS_BY_TITLE,
                 pb::ListRatingsByTitleRequest {
                     title_id: title_id.to_owned(),
@@ -342,8 +352,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<RatingSummary>, Error> {
         let resp: pb::BatchGetRatingSummariesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::BATCH_GET_RATING_SUMMARIES,
                 pb::BatchGetRatingSummariesRequest {
                     title_ids: title_ids.to_vec(),
@@ -371,8 +380,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<RatingSummary>, Error> {
         let resp: pb::TopRatedResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::TOP_RATED,
                 pb::TopRatedRequest {
                     limit,
@@ -399,8 +407,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<ProgressWrite, Error> {
         let resp: pb::PutProgressResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::PUT_PROGRESS,
                 pb::PutProgressRequest {
                     progress: Some(progress.into()),
@@ -428,8 +435,7 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<Progress>, Error> {
         let resp: pb::ListProgressResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_PROGRESS,
                 pb::ListProgressRequest {
                     user_id: user_id.to_owned(),

@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+mod stack;
+
 use fleet_proto::ratings::v1 as pb;
-use fleet_rpc::Operation;
+use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -98,12 +100,27 @@ pub struct ProgressOutcome {
 #[derive(Clone, Debug)]
 pub struct RatingsClient {
     dep: Dependency,
+    stack: RpcService,
 }
 
 impl RatingsClient {
     /// A client over `dep`.
     pub fn new(dep: Dependency) -> Self {
-        Self { dep }
+        let stack = stack::build(&dep);
+        Self { dep, stack }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        op: &'static Operation,
+        message: Req,
+        opts: CallOptions,
+    ) -> Result<Resp, Error>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
     }
 
     /// The underlying dependency.
@@ -131,8 +148,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<RateOutcome, Error> {
         let resp: pb::RateTitleResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::RATE_TITLE,
                 pb::RateTitleRequest {
                     user_id: rating.user_id,
@@ -168,8 +184,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListUserRatingsResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::LIST_USER_RATINGS,
                 pb::ListUserRatingsRequest {
                     user_id: user_id.to_owned(),
@@ -195,8 +210,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Summary>, Error> {
         let resp: pb::GetSummariesResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::GET_SUMMARIES,
                 pb::GetSummariesRequest {
                     title_ids: title_ids.to_vec(),
@@ -218,8 +232,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Summary>, Error> {
         let resp: pb::TopRatedResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::TOP_RATED,
                 pb::TopRatedRequest {
                     limit,
@@ -241,8 +254,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<ProgressOutcome, Error> {
         let resp: pb::RecordProgressResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::RECORD_PROGRESS,
                 pb::RecordProgressRequest {
                     progress: Some(progress.into()),
@@ -270,8 +282,7 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Progress>, Error> {
         let resp: pb::ContinueWatchingResponse = self
-            .dep
-            .unary(
+            .call(
                 &ops::CONTINUE_WATCHING,
                 pb::ContinueWatchingRequest {
                     user_id: user_id.to_owned(),

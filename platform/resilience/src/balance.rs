@@ -1,83 +1,77 @@
-//! Client-side load balancing: power of two choices over a peak-EWMA
-//! latency × pending-requests cost, with outlier ejection.
+//! The balance layer: power of two choices over a peak-EWMA latency ×
+//! pending-requests cost, skipping ejected instances and the instances a
+//! call already tried.
 //!
 //! tower's `p2c::Balance` with `PeakEwma` is the model (Finagle's
-//! algorithm), but it cannot do two things the patterns require: pick
-//! "any instance except the one that just failed" for a retry, and eject an
-//! instance that keeps failing (Envoy's outlier detection) for a while with
-//! re-admission. So the picker is written here, small and on the same cost
-//! function: `cost = ewma_latency × (pending + 1)`, where the EWMA jumps up
-//! at once on a slow response (peak-sensitive) and decays with time.
+//! algorithm), and the cost function is the same: `cost = ewma × (pending +
+//! 1)`, where the estimate jumps up at once on a slow response and decays
+//! towards zero *when read*, so an instance that was slow and stopped being
+//! picked is tried again within seconds of recovering. tower's balancer
+//! picks in `poll_ready` from a `Discover` stream, before it sees the
+//! request, so it cannot do what a retry needs — "any instance but the ones
+//! this call already tried" — nor skip instances [`Outliers`] ejected; this
+//! one picks in `call`, from the candidates version routing left on the
+//! request.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::classify::{Class, Classify};
+use crate::eject::Outliers;
+use crate::request::ResilientRequest;
+use crate::{BoxError, BoxFuture};
 
 /// Balancer settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BalanceConfig {
     /// Latency assumed for an instance never measured; default 5 ms.
     pub default_rtt: Duration,
-    /// EWMA decay time; default 10 s.
+    /// Time constant of the estimate's decay; default 1 s (a 300 ms peak
+    /// falls below a 2 ms neighbour's in about 5 s).
     pub decay: Duration,
-    /// Consecutive failures that eject an instance; default 5.
-    pub consecutive_failures: u32,
-    /// First ejection length, growing with each re-ejection; default 5 s.
-    pub base_ejection: Duration,
-    /// Longest ejection; default 60 s.
-    pub max_ejection: Duration,
-    /// Most instances ejected at once, in percent; default 50.
-    pub max_ejection_percent: u32,
 }
 
 impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
             default_rtt: Duration::from_millis(5),
-            decay: Duration::from_secs(10),
-            consecutive_failures: 5,
-            base_ejection: Duration::from_secs(5),
-            max_ejection: Duration::from_secs(60),
-            max_ejection_percent: 50,
+            decay: Duration::from_secs(1),
         }
     }
+}
+
+/// No instance is left to send the call to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BalanceError {
+    /// Every candidate was already tried by this call (or there were none).
+    #[error("no untried instance left")]
+    NoInstance,
 }
 
 #[derive(Debug)]
-struct Endpoint {
+struct Load {
     pending: usize,
-    /// Peak EWMA of latency, nanoseconds.
+    /// Peak EWMA of latency, nanoseconds, as of `stamp`.
     ewma_ns: f64,
     stamp: Instant,
-    consecutive_failures: u32,
-    ejected_until: Option<Instant>,
-    ejections: u32,
 }
 
-impl Endpoint {
-    fn new(cfg: &BalanceConfig, now: Instant) -> Self {
-        Self {
-            pending: 0,
-            #[allow(clippy::cast_precision_loss)]
-            ewma_ns: cfg.default_rtt.as_nanos() as f64,
-            stamp: now,
-            consecutive_failures: 0,
-            ejected_until: None,
-            ejections: 0,
-        }
+impl Load {
+    /// The estimate now: decayed towards zero since it was last updated.
+    fn estimate(&self, now: Instant, decay: Duration) -> f64 {
+        let elapsed = now.saturating_duration_since(self.stamp).as_secs_f64();
+        self.ewma_ns * (-elapsed / decay.as_secs_f64().max(1e-3)).exp()
     }
 
-    fn cost(&self) -> f64 {
+    fn cost(&self, now: Instant, decay: Duration) -> f64 {
         #[allow(clippy::cast_precision_loss)]
         let pending = (self.pending + 1) as f64;
-        self.ewma_ns * pending
-    }
-
-    fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until.is_some_and(|t| now < t)
+        self.estimate(now, decay) * pending
     }
 }
 
@@ -88,169 +82,121 @@ pub struct EndpointState {
     pub instance: String,
     /// Calls in flight.
     pub pending: usize,
-    /// Latency estimate, ms.
+    /// Latency estimate now, ms.
     pub ewma_ms: f64,
     /// Currently ejected.
     pub ejected: bool,
 }
 
-/// Picks instances and learns from outcomes (cheap to clone).
-#[derive(Clone, Debug)]
-pub struct Balancer<K> {
-    config: Arc<BalanceConfig>,
-    endpoints: Arc<Mutex<HashMap<K, Endpoint>>>,
-}
-
-/// An instance picked for one attempt: counts as pending until dropped or
-/// [`Balancer::record`]ed.
+/// The load estimates of one dependency's instances (cheap to clone;
+/// clones share them).
 #[derive(Debug)]
-pub struct Pick<K: Eq + Hash + Clone> {
-    /// The chosen instance.
-    pub key: K,
-    balancer: Balancer<K>,
-    started: Instant,
-    done: bool,
+pub struct Loads<K> {
+    config: Arc<BalanceConfig>,
+    map: Arc<Mutex<HashMap<K, Load>>>,
 }
 
-impl<K: Eq + Hash + Clone> Drop for Pick<K> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut eps = self.balancer.lock();
-            if let Some(e) = eps.get_mut(&self.key) {
-                e.pending = e.pending.saturating_sub(1);
-            }
+impl<K> Clone for Loads<K> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            map: self.map.clone(),
         }
     }
 }
 
-impl<K: Eq + Hash> Balancer<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Endpoint>> {
-        self.endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl<K: Eq + Hash + Clone + std::fmt::Display> Balancer<K> {
-    /// A balancer with no instances known yet.
+impl<K: Clone + Eq + Hash + std::fmt::Display> Loads<K> {
+    /// No estimates yet.
     pub fn new(config: BalanceConfig) -> Self {
         Self {
             config: Arc::new(config),
-            endpoints: Arc::new(Mutex::new(HashMap::new())),
+            map: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Picks one of `candidates`, never `exclude` when another exists.
-    /// Ejected instances are skipped unless ejecting them would leave more
-    /// than `max_ejection_percent` out (then the ejection is ignored, as
-    /// Envoy's panic threshold does). `None` when `candidates` is empty.
-    pub fn pick(&self, candidates: &[K], exclude: Option<&K>) -> Option<Pick<K>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Load>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Discovery's current list: forgets instances that left (unless calls
+    /// to them are still in flight), keeps the others' estimates.
+    pub fn sync(&self, known: &[K]) {
+        self.lock()
+            .retain(|k, l| known.contains(k) || l.pending > 0);
+    }
+
+    /// Picks one of `candidates` not in `exclude`, preferring instances
+    /// `outliers` has not ejected (all are ejected: among those). Counts it
+    /// pending until the returned guard is dropped or recorded.
+    pub fn pick(
+        &self,
+        candidates: &[K],
+        exclude: impl Fn(&K) -> bool,
+        outliers: &Outliers<K>,
+    ) -> Option<Picked<K>> {
         let now = Instant::now();
-        let mut eps = self.lock();
-        // Forget instances discovery no longer lists.
-        if eps.len() > candidates.len() * 2 + 8 {
-            eps.retain(|k, e| candidates.contains(k) || e.pending > 0);
-        }
-        for k in candidates {
-            eps.entry(k.clone())
-                .or_insert_with(|| Endpoint::new(&self.config, now));
-        }
-        let mut pool: Vec<&K> = candidates.iter().filter(|k| Some(*k) != exclude).collect();
-        if pool.is_empty() {
-            pool = candidates.iter().collect();
-        }
-        let healthy: Vec<&K> = pool
+        let untried: Vec<&K> = candidates.iter().filter(|k| !exclude(k)).collect();
+        let healthy: Vec<&K> = untried
             .iter()
             .copied()
-            .filter(|k| !eps.get(*k).is_some_and(|e| e.ejected(now)))
+            .filter(|k| !outliers.is_ejected(k))
             .collect();
-        let ejected = pool.len() - healthy.len();
-        let limit = pool.len() * self.config.max_ejection_percent as usize / 100;
-        if !healthy.is_empty() && ejected <= limit.max(1) {
-            pool = healthy;
+        let pool = if healthy.is_empty() { untried } else { healthy };
+        let mut map = self.lock();
+        for k in &pool {
+            if !map.contains_key(*k) {
+                map.insert(
+                    (*k).clone(),
+                    Load {
+                        pending: 0,
+                        #[allow(clippy::cast_precision_loss)]
+                        ewma_ns: self.config.default_rtt.as_nanos() as f64,
+                        stamp: now,
+                    },
+                );
+            }
         }
+        let decay = self.config.decay;
+        let cost = |k: &K| map.get(k).map_or(0.0, |l| l.cost(now, decay));
         let chosen = match pool.len() {
             0 => return None,
-            1 => pool[0].clone(),
+            1 => pool.first().copied()?.clone(),
             n => {
                 let a = rand::random_range(0..n);
                 let mut b = rand::random_range(0..n - 1);
                 if b >= a {
                     b += 1;
                 }
-                let cost = |k: &K| eps.get(k).map_or(0.0, Endpoint::cost);
-                if cost(pool[a]) <= cost(pool[b]) {
-                    pool[a].clone()
+                let (ka, kb) = (pool.get(a)?, pool.get(b)?);
+                if cost(ka) <= cost(kb) {
+                    (*ka).clone()
                 } else {
-                    pool[b].clone()
+                    (*kb).clone()
                 }
             }
         };
-        if let Some(e) = eps.get_mut(&chosen) {
-            e.pending += 1;
+        if let Some(l) = map.get_mut(&chosen) {
+            l.pending += 1;
         }
-        drop(eps);
-        Some(Pick {
+        Some(Picked {
             key: chosen,
-            balancer: self.clone(),
+            loads: self.clone(),
             started: now,
             done: false,
         })
     }
 
-    /// Reports how the attempt went: `healthy` false for failures that say
-    /// the instance is sick (transport errors, UNAVAILABLE, timeouts).
-    pub fn record(&self, mut pick: Pick<K>, healthy: bool) {
-        pick.done = true;
-        let now = Instant::now();
-        let cfg = &self.config;
-        let mut eps = self.lock();
-        let Some(e) = eps.get_mut(&pick.key) else {
-            return;
-        };
-        e.pending = e.pending.saturating_sub(1);
-        #[allow(clippy::cast_precision_loss)]
-        let rtt = now.saturating_duration_since(pick.started).as_nanos() as f64;
-        if rtt > e.ewma_ns {
-            e.ewma_ns = rtt;
-        } else {
-            let elapsed = now.saturating_duration_since(e.stamp).as_secs_f64();
-            let w = (-elapsed / cfg.decay.as_secs_f64().max(1e-3)).exp();
-            e.ewma_ns = e.ewma_ns * w + rtt * (1.0 - w);
-        }
-        e.stamp = now;
-        if healthy {
-            e.consecutive_failures = 0;
-            if e.ejected_until.is_some_and(|t| now >= t) {
-                e.ejected_until = None;
-            }
-            return;
-        }
-        e.consecutive_failures += 1;
-        if e.consecutive_failures >= cfg.consecutive_failures && !e.ejected(now) {
-            e.ejections += 1;
-            let factor = 1u32 << (e.ejections - 1).min(10);
-            let length = cfg
-                .base_ejection
-                .saturating_mul(factor)
-                .min(cfg.max_ejection);
-            e.ejected_until = Some(now + length);
-            e.consecutive_failures = 0;
-            tracing::warn!(instance = %pick.key, ejection_ms = length.as_millis() as u64, "instance ejected");
-        }
-    }
-
     /// Every known instance's state.
-    pub fn states(&self) -> Vec<EndpointState> {
+    pub fn states(&self, outliers: &Outliers<K>) -> Vec<EndpointState> {
         let now = Instant::now();
-        let eps = self.lock();
-        let mut out: Vec<EndpointState> = eps
+        let map = self.lock();
+        let mut out: Vec<EndpointState> = map
             .iter()
-            .map(|(k, e)| EndpointState {
+            .map(|(k, l)| EndpointState {
                 instance: k.to_string(),
-                pending: e.pending,
-                ewma_ms: e.ewma_ns / 1e6,
-                ejected: e.ejected(now),
+                pending: l.pending,
+                ewma_ms: l.estimate(now, self.config.decay) / 1e6,
+                ejected: outliers.is_ejected(k),
             })
             .collect();
         out.sort_by(|a, b| a.instance.cmp(&b.instance));
@@ -258,99 +204,270 @@ impl<K: Eq + Hash + Clone + std::fmt::Display> Balancer<K> {
     }
 }
 
-/// Time an attempt took, for callers that need it besides the balancer.
-pub fn elapsed_since(start: Instant) -> Duration {
-    Instant::now().saturating_duration_since(start)
+/// An instance picked for one attempt: pending until dropped or
+/// [`Picked::record`]ed.
+#[derive(Debug)]
+pub struct Picked<K: Clone + Eq + Hash + std::fmt::Display> {
+    /// The chosen instance.
+    pub key: K,
+    loads: Loads<K>,
+    started: Instant,
+    done: bool,
+}
+
+impl<K: Clone + Eq + Hash + std::fmt::Display> Picked<K> {
+    /// Reports the attempt's latency: `penalize` for a failure, which may
+    /// raise the estimate but never lowers it (a fast failure must not
+    /// attract traffic).
+    pub fn record(mut self, penalize: bool) {
+        self.done = true;
+        let now = Instant::now();
+        let decay = self.loads.config.decay;
+        let mut map = self.loads.lock();
+        let Some(l) = map.get_mut(&self.key) else {
+            return;
+        };
+        l.pending = l.pending.saturating_sub(1);
+        #[allow(clippy::cast_precision_loss)]
+        let rtt = now.saturating_duration_since(self.started).as_nanos() as f64;
+        let current = l.estimate(now, decay);
+        let elapsed = now.saturating_duration_since(l.stamp).as_secs_f64();
+        let w = (-elapsed / decay.as_secs_f64().max(1e-3)).exp();
+        l.ewma_ns = if rtt > current {
+            rtt
+        } else if penalize {
+            current
+        } else {
+            // The decayed estimate plus the new sample's share.
+            current + rtt * (1.0 - w)
+        };
+        l.stamp = now;
+    }
+}
+
+impl<K: Clone + Eq + Hash + std::fmt::Display> Drop for Picked<K> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(l) = self.loads.lock().get_mut(&self.key)
+        {
+            l.pending = l.pending.saturating_sub(1);
+        }
+    }
+}
+
+/// The service of [`BalanceLayer`].
+#[derive(Clone)]
+pub struct Balance<S, K, C> {
+    inner: S,
+    layer: BalanceLayer<K, C>,
+}
+
+/// Picks the instance of each attempt.
+#[derive(Clone)]
+pub struct BalanceLayer<K, C> {
+    loads: Loads<K>,
+    outliers: Outliers<K>,
+    classifier: C,
+}
+
+impl<K, C> std::fmt::Debug for BalanceLayer<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceLayer").finish_non_exhaustive()
+    }
+}
+
+impl Balance<(), (), ()> {
+    /// A layer over `loads`, skipping what `outliers` ejected.
+    pub fn layer<K, C: Classify>(
+        loads: Loads<K>,
+        outliers: Outliers<K>,
+        classifier: C,
+    ) -> BalanceLayer<K, C> {
+        BalanceLayer {
+            loads,
+            outliers,
+            classifier,
+        }
+    }
+}
+
+impl<S, K: Clone, C: Clone> tower::Layer<S> for BalanceLayer<K, C> {
+    type Service = Balance<S, K, C>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Balance {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+impl<S, K, C, Req> tower::Service<Req> for Balance<S, K, C>
+where
+    Req: ResilientRequest<Key = K> + Send + 'static,
+    K: Clone + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
+    S: tower::Service<Req> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    C: Classify,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let attempts = req.attempts().clone();
+        let Some(picked) = self.layer.loads.pick(
+            req.candidates(),
+            |k| attempts.contains(k),
+            &self.layer.outliers,
+        ) else {
+            return Box::pin(async { Err(BalanceError::NoInstance.into()) });
+        };
+        attempts.push(picked.key.clone());
+        let classifier = self.layer.classifier.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await.map_err(Into::into);
+            let penalize = match &result {
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    classifier.classify(e),
+                    Class::CallerError { .. } | Class::Downstream
+                ),
+            };
+            picked.record(penalize);
+            result
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eject::EjectConfig;
 
     fn keys() -> Vec<String> {
         vec!["a".into(), "b".into(), "c".into()]
     }
 
+    fn none(_: &String) -> bool {
+        false
+    }
+
     #[tokio::test(start_paused = true)]
     async fn prefers_the_faster_instance() {
-        let b = Balancer::new(BalanceConfig::default());
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
         let ks = keys();
         // Teach it: "a" is slow.
         for _ in 0..20 {
-            let p = b.pick(&ks[..1], None).unwrap();
+            let p = loads.pick(&ks[..1], none, &out).unwrap();
             tokio::time::advance(Duration::from_millis(50)).await;
-            b.record(p, true);
+            p.record(false);
         }
         let mut picked_a = 0;
         for _ in 0..300 {
-            let p = b.pick(&ks, None).unwrap();
+            let p = loads.pick(&ks, none, &out).unwrap();
             if p.key == "a" {
                 picked_a += 1;
             }
             tokio::time::advance(Duration::from_millis(1)).await;
-            b.record(p, true);
+            p.record(false);
         }
-        // p2c never picks the worst of three when it compares it with another.
         assert!(picked_a < 20, "slow instance picked {picked_a}/300");
     }
 
+    /// Sequential calls for `secs` seconds, `a` taking `a_ms` and `b` 2 ms;
+    /// returns how many went to `a` in the last two seconds.
+    async fn run(
+        loads: &Loads<String>,
+        out: &Outliers<String>,
+        a_ms: u64,
+        secs: u64,
+    ) -> (u32, u32) {
+        let ks = vec!["a".to_owned(), "b".to_owned()];
+        let end = Instant::now() + Duration::from_secs(secs);
+        let tail = end - Duration::from_secs(2);
+        let (mut to_a, mut total) = (0, 0);
+        while Instant::now() < end {
+            let p = loads.pick(&ks, none, out).unwrap();
+            let ms = if p.key == "a" { a_ms } else { 2 };
+            if Instant::now() >= tail {
+                total += 1;
+                if p.key == "a" {
+                    to_a += 1;
+                }
+            }
+            tokio::time::advance(Duration::from_millis(ms)).await;
+            p.record(false);
+        }
+        (to_a, total)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn never_retries_on_the_instance_that_failed() {
-        let b = Balancer::new(BalanceConfig::default());
+    async fn a_slowed_then_recovered_instance_gets_its_share_back_within_ten_seconds() {
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
+        let (slow_share, total) = run(&loads, &out, 300, 10).await;
+        assert!(slow_share * 10 < total, "while slow: {slow_share}/{total}");
+        let (to_a, total) = run(&loads, &out, 2, 10).await;
+        assert!(
+            to_a * 10 >= total * 3,
+            "recovered instance got {to_a}/{total} in seconds 8-10"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_picks_an_instance_the_call_already_tried() {
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
         let ks = keys();
         for _ in 0..100 {
-            let p = b.pick(&ks, Some(&ks[1])).unwrap();
+            let p = loads.pick(&ks, |k| k == "b", &out).unwrap();
             assert_ne!(p.key, "b");
         }
         let only = vec!["solo".to_owned()];
-        assert_eq!(b.pick(&only, Some(&only[0])).unwrap().key, "solo");
-        assert!(b.pick(&[], None).is_none());
+        assert!(
+            loads.pick(&only, |k| k == "solo", &out).is_none(),
+            "no other instance: no pick"
+        );
+        assert!(loads.pick(&[], none, &out).is_none());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ejects_a_failing_instance_and_readmits_it() {
-        let b = Balancer::new(BalanceConfig::default());
+    async fn skips_ejected_instances_but_never_fails_for_them() {
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
         let ks = keys();
+        out.sync(&ks);
         for _ in 0..5 {
-            let p = b.pick(&ks[2..], None).unwrap();
-            b.record(p, false);
+            out.record(&ks[2], false);
         }
-        assert!(b.states().iter().any(|s| s.instance == "c" && s.ejected));
+        assert!(out.is_ejected(&ks[2]));
         for _ in 0..100 {
-            assert_ne!(b.pick(&ks, None).unwrap().key, "c");
+            assert_ne!(loads.pick(&ks, none, &out).unwrap().key, "c");
         }
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(b.states().iter().all(|s| !s.ejected), "re-admitted");
-        // A second ejection lasts longer.
-        for _ in 0..5 {
-            let p = b.pick(&ks[2..], None).unwrap();
-            b.record(p, false);
-        }
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(b.states().iter().any(|s| s.instance == "c" && s.ejected));
+        // Routed to the ejected one alone: still served.
+        assert_eq!(loads.pick(&ks[2..], none, &out).unwrap().key, "c");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn never_ejects_more_than_the_limit() {
-        let b = Balancer::new(BalanceConfig::default());
-        let ks = vec!["a".to_owned(), "b".to_owned()];
-        for k in 0..2 {
-            for _ in 0..5 {
-                let p = b.pick(&ks[k..=k], None).unwrap();
-                b.record(p, false);
-            }
-        }
-        // Both ejected: the balancer still picks rather than failing.
-        assert!(b.pick(&ks, None).is_some());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pending_counts_follow_picks() {
-        let b = Balancer::new(BalanceConfig::default());
+    async fn pending_counts_follow_picks_and_gone_instances_are_forgotten() {
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
         let ks = keys();
-        let p = b.pick(&ks[..1], None).unwrap();
-        assert_eq!(b.states()[0].pending, 1);
+        let p = loads.pick(&ks[..1], none, &out).unwrap();
+        assert_eq!(loads.states(&out)[0].pending, 1);
         drop(p);
-        assert_eq!(b.states()[0].pending, 0);
+        assert_eq!(loads.states(&out)[0].pending, 0);
+        loads.pick(&ks[1..2], none, &out).unwrap().record(false);
+        loads.sync(&ks[1..]);
+        let left: Vec<String> = loads.states(&out).into_iter().map(|s| s.instance).collect();
+        assert_eq!(left, vec!["b".to_owned()]);
     }
 }

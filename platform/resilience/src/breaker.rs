@@ -1,4 +1,10 @@
-//! A circuit breaker with Hystrix's semantics, and faster detection.
+//! The circuit breaker layer: Hystrix's semantics, and faster detection.
+//!
+//! [`CircuitBreaker`] is the tower layer (one [`Circuit`] per operation,
+//! kept in a shared [`Circuits`] registry the stream reads); [`Circuit`] is
+//! the state machine. The classifier decides what an outcome counts as:
+//! caller mistakes that were never sent, a full bulkhead or an open circuit
+//! count nothing; a NotFound answered by the dependency counts as healthy.
 //!
 //! Written here because no well-kept crate implements Hystrix's model
 //! (rolling window, request-volume threshold, error percentage, sleep
@@ -11,16 +17,26 @@
 //! slower than `slow_call_threshold`). The same rule is also applied to the
 //! newest `fast_window` alone: Hystrix's 10 s window, dominated by old
 //! successes, needs ~5 s to notice a dependency that went hard down at
-//! 100 req/s; the 1 s fast window notices in ~0.2 s. Open → after
-//! `sleep_window`, exactly one trial call is let through (half-open); its
-//! success closes the circuit with a fresh window, its failure reopens it.
+//! 100 req/s; the 1 s fast window notices in ~0.2 s (that is why buckets are
+//! 100 ms by default, not Hystrix's 1 s: a 1 s fast window needs finer
+//! buckets to stay a second long). Open → after `sleep_window`, exactly
+//! one trial call is let through (half-open); its success closes the
+//! circuit with a fresh window, its failure reopens it; a trial whose
+//! outcome counts nothing (a caller mistake) hands the trial to the next
+//! call. Each call is counted once: a slow failure is one failure.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::classify::{Class, Classify};
+use crate::observe::Observer;
+use crate::request::ResilientRequest;
 use crate::window::{Counts, Outcome, RollingCounts};
+use crate::{BoxError, BoxFuture};
 
 /// Breaker settings (Hystrix defaults, plus the fast window and slow calls).
 #[derive(Clone, Debug, PartialEq)]
@@ -109,10 +125,13 @@ impl CircuitState {
 
 /// A call refused because the circuit is open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("circuit open; next trial in {retry_after:?}")]
-pub struct BreakerOpen {
-    /// When the next trial call will be allowed.
-    pub retry_after: Duration,
+pub enum BreakerError {
+    /// The circuit is open (or its one half-open trial is under way).
+    #[error("circuit open; next trial in {retry_after:?}")]
+    Open {
+        /// When the next trial call will be allowed.
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -131,17 +150,17 @@ struct Inner {
 
 /// One circuit (cheap to clone; clones share state).
 #[derive(Clone, Debug)]
-pub struct CircuitBreaker {
+pub struct Circuit {
     config: Arc<BreakerConfig>,
     inner: Arc<Mutex<Inner>>,
 }
 
 /// Permission to make one call; give it back through
-/// [`CircuitBreaker::record`]. Dropping it unrecorded (the caller gave up)
+/// [`Circuit::record`]. Dropping it unrecorded (the caller gave up)
 /// counts as nothing, except that an abandoned half-open trial reopens.
 #[derive(Debug)]
 pub struct Permit {
-    breaker: CircuitBreaker,
+    breaker: Circuit,
     trial: bool,
     recorded: bool,
 }
@@ -159,7 +178,7 @@ impl Drop for Permit {
     }
 }
 
-impl CircuitBreaker {
+impl Circuit {
     /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
         let now = Instant::now();
@@ -181,8 +200,8 @@ impl CircuitBreaker {
     /// Asks to make a call.
     ///
     /// # Errors
-    /// [`BreakerOpen`] while the circuit is open (counted as a short circuit).
-    pub fn try_acquire(&self) -> Result<Permit, BreakerOpen> {
+    /// [`BreakerError`] while the circuit is open (counted as a short circuit).
+    pub fn try_acquire(&self) -> Result<Permit, BreakerError> {
         let now = Instant::now();
         let mut inner = self.lock();
         let trial = match inner.state {
@@ -193,7 +212,7 @@ impl CircuitBreaker {
             }
             State::Open { until } => {
                 inner.window.record(now, Outcome::ShortCircuited, false);
-                return Err(BreakerOpen {
+                return Err(BreakerError::Open {
                     retry_after: until - now,
                 });
             }
@@ -210,7 +229,7 @@ impl CircuitBreaker {
                         recorded: false,
                     });
                 }
-                return Err(BreakerOpen {
+                return Err(BreakerError::Open {
                     retry_after: self.config.sleep_window,
                 });
             }
@@ -224,10 +243,20 @@ impl CircuitBreaker {
     }
 
     /// Reports how a permitted call went. `outcome` is Success, Failure or
-    /// Timeout; a success slower than the slow-call threshold is unhealthy.
-    pub fn record(&self, mut permit: Permit, outcome: Outcome, elapsed: Duration) {
+    /// Timeout, or `None` for an outcome that must count nothing (a caller
+    /// mistake refused without a call); a success slower than the slow-call
+    /// threshold is unhealthy.
+    pub fn record(&self, mut permit: Permit, outcome: Option<Outcome>, elapsed: Duration) {
         permit.recorded = true;
         let now = Instant::now();
+        let Some(outcome) = outcome else {
+            // Counts nothing; a trial spent on it passes to the next call.
+            let mut inner = self.lock();
+            if permit.trial && matches!(inner.state, State::HalfOpen { .. }) {
+                inner.state = State::Open { until: now };
+            }
+            return;
+        };
         let slow = elapsed >= self.config.slow_call_threshold;
         let healthy = outcome == Outcome::Success && !slow;
         let mut inner = self.lock();
@@ -291,21 +320,157 @@ impl CircuitBreaker {
     }
 }
 
+/// The circuits of one dependency, one per operation, created on first use
+/// (cheap to clone; clones share them). Each dependency has its own
+/// registry, so two dependencies (catalog v1 and v2) never share a circuit.
+#[derive(Clone, Debug)]
+pub struct Circuits {
+    config: BreakerConfig,
+    map: Arc<Mutex<HashMap<&'static str, Circuit>>>,
+}
+
+impl Circuits {
+    /// No circuits yet; each will use `config`.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            map: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The circuit of `operation`.
+    pub fn get(&self, operation: &'static str) -> Circuit {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(operation)
+            .or_insert_with(|| Circuit::new(self.config.clone()))
+            .clone()
+    }
+
+    /// Every circuit so far, by operation.
+    pub fn all(&self) -> Vec<(&'static str, Circuit)> {
+        let mut v: Vec<_> = self
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, c)| (*k, c.clone()))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+/// The service of [`CircuitBreakerLayer`].
+#[derive(Clone)]
+pub struct CircuitBreaker<S, C> {
+    inner: S,
+    layer: CircuitBreakerLayer<C>,
+}
+
+/// Guards each operation with its circuit.
+#[derive(Clone)]
+pub struct CircuitBreakerLayer<C> {
+    circuits: Circuits,
+    classifier: C,
+    observer: Arc<dyn Observer>,
+}
+
+impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("circuits", &self.circuits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreaker<(), ()> {
+    /// A layer over `circuits` (shared with whoever reports their state),
+    /// judging outcomes with `classifier`, reporting to `observer`.
+    pub fn layer<C: Classify>(
+        circuits: Circuits,
+        classifier: C,
+        observer: Arc<dyn Observer>,
+    ) -> CircuitBreakerLayer<C> {
+        CircuitBreakerLayer {
+            circuits,
+            classifier,
+            observer,
+        }
+    }
+}
+
+impl<S, C: Clone> tower::Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+impl<S, C, Req> tower::Service<Req> for CircuitBreaker<S, C>
+where
+    Req: ResilientRequest + Send + 'static,
+    S: tower::Service<Req> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    C: Classify,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let op = req.operation();
+        let circuit = self.layer.circuits.get(op);
+        let observer = self.layer.observer.clone();
+        let permit = match circuit.try_acquire() {
+            Ok(p) => p,
+            Err(open) => {
+                observer.refused(op, "circuit_open");
+                observer.circuit(op, circuit.state());
+                return Box::pin(async move { Err(open.into()) });
+            }
+        };
+        let classifier = self.layer.classifier.clone();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await.map_err(Into::into);
+            let class = match &result {
+                Ok(_) => Class::Success,
+                Err(e) => classifier.classify(e),
+            };
+            circuit.record(permit, class.breaker_outcome(), started.elapsed());
+            observer.circuit(op, circuit.state());
+            result
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn call(b: &CircuitBreaker, outcome: Outcome) -> Result<(), BreakerOpen> {
+    fn call(b: &Circuit, outcome: Outcome) -> Result<(), BreakerError> {
         let p = b.try_acquire()?;
-        b.record(p, outcome, MS);
+        b.record(p, Some(outcome), MS);
         Ok(())
     }
 
     #[tokio::test(start_paused = true)]
     async fn opens_within_a_second_at_100_rps_after_a_long_healthy_run() {
-        let b = CircuitBreaker::new(BreakerConfig::default());
+        let b = Circuit::new(BreakerConfig::default());
         // 10 s of health at 100 req/s fills the window with successes.
         for _ in 0..1000 {
             call(&b, Outcome::Success).unwrap();
@@ -327,7 +492,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn needs_the_request_volume() {
-        let b = CircuitBreaker::new(BreakerConfig::default());
+        let b = Circuit::new(BreakerConfig::default());
         for _ in 0..19 {
             call(&b, Outcome::Failure).unwrap();
         }
@@ -335,13 +500,18 @@ mod tests {
         call(&b, Outcome::Failure).unwrap();
         assert_eq!(b.state(), CircuitState::Open);
         let e = b.try_acquire().unwrap_err();
-        assert_eq!(e.retry_after, Duration::from_secs(5));
+        assert_eq!(
+            e,
+            BreakerError::Open {
+                retry_after: Duration::from_secs(5)
+            }
+        );
         assert_eq!(b.counts().short_circuits, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn one_half_open_trial_decides() {
-        let b = CircuitBreaker::new(BreakerConfig::default());
+        let b = Circuit::new(BreakerConfig::default());
         for _ in 0..20 {
             call(&b, Outcome::Timeout).unwrap();
         }
@@ -349,11 +519,11 @@ mod tests {
         assert_eq!(b.state(), CircuitState::HalfOpen);
         let trial = b.try_acquire().unwrap();
         assert!(b.try_acquire().is_err(), "only one trial at a time");
-        b.record(trial, Outcome::Failure, MS);
+        b.record(trial, Some(Outcome::Failure), MS);
         assert_eq!(b.state(), CircuitState::Open);
         tokio::time::advance(Duration::from_secs(5)).await;
         let trial = b.try_acquire().unwrap();
-        b.record(trial, Outcome::Success, MS);
+        b.record(trial, Some(Outcome::Success), MS);
         assert_eq!(b.state(), CircuitState::Closed);
         assert_eq!(b.counts().requests, 0, "closing starts a fresh window");
         assert_eq!(b.times_opened(), 1);
@@ -361,10 +531,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn abandoned_trial_reopens_and_slow_calls_count() {
-        let b = CircuitBreaker::new(BreakerConfig::default());
+        let b = Circuit::new(BreakerConfig::default());
         for _ in 0..20 {
             let p = b.try_acquire().unwrap();
-            b.record(p, Outcome::Success, Duration::from_secs(2));
+            b.record(p, Some(Outcome::Success), Duration::from_secs(2));
         }
         assert_eq!(
             b.state(),
@@ -378,7 +548,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn disabled_never_opens() {
-        let b = CircuitBreaker::new(BreakerConfig {
+        let b = Circuit::new(BreakerConfig {
             enabled: false,
             ..BreakerConfig::default()
         });
@@ -394,5 +564,268 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_failure_counts_once() {
+        // 10 slow timeouts and 10 fast successes: 50 % unhealthy, under a
+        // 60 % threshold. Counted twice, the slow ones would make it 100 %.
+        let b = Circuit::new(BreakerConfig {
+            error_threshold_percent: 60.0,
+            ..BreakerConfig::default()
+        });
+        for _ in 0..10 {
+            let p = b.try_acquire().unwrap();
+            b.record(p, Some(Outcome::Success), MS);
+            let p = b.try_acquire().unwrap();
+            b.record(p, Some(Outcome::Timeout), Duration::from_secs(2));
+        }
+        assert_eq!(b.state(), CircuitState::Closed, "{:?}", b.counts());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncounted_trial_hands_the_trial_to_the_next_call() {
+        let b = Circuit::new(BreakerConfig::default());
+        for _ in 0..20 {
+            call(&b, Outcome::Failure).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let trial = b.try_acquire().unwrap();
+        b.record(trial, None, MS);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        let trial = b.try_acquire().unwrap();
+        b.record(trial, Some(Outcome::Success), MS);
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_counts_what_the_classifier_says() {
+        use crate::observe::NoObserver;
+        use crate::testing::{TestRequest, TextClassifier, failing};
+        use tower::{Layer, ServiceExt};
+        let circuits = Circuits::new(BreakerConfig::default());
+        let layer = CircuitBreaker::layer(circuits.clone(), TextClassifier, Arc::new(NoObserver));
+        for text in ["caller", "notfound"] {
+            let svc = layer.layer(failing(text));
+            for _ in 0..50 {
+                let e = svc
+                    .clone()
+                    .oneshot(TestRequest::new("Get"))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.to_string(), text, "never short-circuited");
+            }
+        }
+        assert_eq!(circuits.get("Get").state(), CircuitState::Closed);
+        assert_eq!(circuits.get("Get").counts().errors, 0);
+        // Failures of one operation open its circuit only.
+        let svc = layer.layer(failing("down"));
+        for _ in 0..20 {
+            let _ = svc.clone().oneshot(TestRequest::new("Put")).await;
+        }
+        let e = svc
+            .clone()
+            .oneshot(TestRequest::new("Put"))
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<BreakerError>().is_some(), "{e}");
+        assert_eq!(circuits.get("Put").state(), CircuitState::Open);
+        assert_eq!(circuits.get("Get").state(), CircuitState::Closed);
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const BUCKET_MS: u64 = 100;
+        const SLEEP_MS: u64 = 500;
+
+        #[derive(Clone, Copy, Debug)]
+        enum Kind {
+            Ok,
+            Fail,
+            Timeout,
+            SlowOk,
+            SlowFail,
+            /// A caller mistake: counts nothing.
+            Ignored,
+        }
+
+        #[derive(Clone, Copy, Debug)]
+        enum Op {
+            Call(Kind),
+            /// Acquire, then give up without an outcome.
+            Abandon,
+            /// Move the clock by this many buckets.
+            Advance(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => prop_oneof![
+                    Just(Kind::Ok),
+                    Just(Kind::Fail),
+                    Just(Kind::Timeout),
+                    Just(Kind::SlowOk),
+                    Just(Kind::SlowFail),
+                    Just(Kind::Ignored),
+                ]
+                .prop_map(Op::Call),
+                1 => Just(Op::Abandon),
+                2 => (1u64..30).prop_map(Op::Advance),
+            ]
+        }
+
+        #[derive(Debug, PartialEq)]
+        enum M {
+            Closed,
+            Open { until: u64 },
+        }
+
+        /// The reference: every executed call in its bucket, judged over
+        /// the whole window and the fast window.
+        struct Model {
+            state: M,
+            base: u64,
+            buckets: BTreeMap<u64, (u64, u64)>,
+            volume: u64,
+            percent: f64,
+        }
+
+        impl Model {
+            fn trips(&self, now: u64, span_buckets: u64) -> bool {
+                let cur = (now - self.base) / BUCKET_MS;
+                let (mut executed, mut unhealthy) = (0, 0);
+                for (idx, (e, u)) in &self.buckets {
+                    if *idx + span_buckets > cur {
+                        executed += e;
+                        unhealthy += u;
+                    }
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let p = unhealthy as f64 * 100.0 / executed.max(1) as f64;
+                executed >= self.volume && p >= self.percent
+            }
+
+            /// Returns whether the call was let through.
+            fn call(&mut self, now: u64, kind: Option<Kind>) -> bool {
+                let unhealthy = !matches!(kind, Some(Kind::Ok) | Some(Kind::Ignored));
+                match self.state {
+                    M::Open { until } if now < until => false,
+                    M::Open { .. } => {
+                        self.state = match kind {
+                            None => M::Open {
+                                until: now + SLEEP_MS,
+                            },
+                            Some(Kind::Ignored) => M::Open { until: now },
+                            Some(_) if unhealthy => M::Open {
+                                until: now + SLEEP_MS,
+                            },
+                            Some(_) => {
+                                self.buckets.clear();
+                                self.base = now;
+                                M::Closed
+                            }
+                        };
+                        true
+                    }
+                    M::Closed => {
+                        let Some(kind) = kind.filter(|k| !matches!(k, Kind::Ignored)) else {
+                            return true;
+                        };
+                        let _ = kind;
+                        let b = self
+                            .buckets
+                            .entry((now - self.base) / BUCKET_MS)
+                            .or_default();
+                        b.0 += 1;
+                        b.1 += u64::from(unhealthy);
+                        if unhealthy && (self.trips(now, 100) || self.trips(now, 10)) {
+                            self.state = M::Open {
+                                until: now + SLEEP_MS,
+                            };
+                        }
+                        true
+                    }
+                }
+            }
+        }
+
+        fn outcome(kind: Kind) -> (Option<Outcome>, Duration) {
+            match kind {
+                Kind::Ok => (Some(Outcome::Success), MS),
+                Kind::Fail => (Some(Outcome::Failure), MS),
+                Kind::Timeout => (Some(Outcome::Timeout), MS),
+                Kind::SlowOk => (Some(Outcome::Success), Duration::from_secs(2)),
+                Kind::SlowFail => (Some(Outcome::Failure), Duration::from_secs(2)),
+                Kind::Ignored => (None, MS),
+            }
+        }
+
+        proptest! {
+            /// State machine: the breaker agrees with the reference model
+            /// after every step — which calls are let through, when it
+            /// opens (volume and percentage over the 10 s and the 1 s
+            /// window, each call counted once, caller mistakes not at all),
+            /// the sleep window, and the one trial deciding.
+            #[test]
+            fn the_breaker_follows_the_model(
+                volume in 1u64..12,
+                percent in 10u32..=90,
+                ops in proptest::collection::vec(op(), 1..300),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .start_paused(true)
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let b = Circuit::new(BreakerConfig {
+                        request_volume_threshold: volume,
+                        error_threshold_percent: f64::from(percent),
+                        sleep_window: Duration::from_millis(SLEEP_MS),
+                        ..BreakerConfig::default()
+                    });
+                    let mut m = Model {
+                        state: M::Closed,
+                        base: 0,
+                        buckets: BTreeMap::new(),
+                        volume,
+                        percent: f64::from(percent),
+                    };
+                    let mut now = 0u64;
+                    for op in ops {
+                        match op {
+                            Op::Advance(n) => {
+                                now += n * BUCKET_MS;
+                                tokio::time::advance(Duration::from_millis(n * BUCKET_MS)).await;
+                            }
+                            Op::Call(kind) => {
+                                let permit = b.try_acquire();
+                                let allowed = m.call(now, Some(kind));
+                                prop_assert_eq!(permit.is_ok(), allowed, "at {} ms", now);
+                                if let Ok(p) = permit {
+                                    let (o, elapsed) = outcome(kind);
+                                    b.record(p, o, elapsed);
+                                }
+                            }
+                            Op::Abandon => {
+                                let permit = b.try_acquire();
+                                prop_assert_eq!(permit.is_ok(), m.call(now, None), "at {} ms", now);
+                                drop(permit);
+                            }
+                        }
+                        let expected = match m.state {
+                            M::Closed => CircuitState::Closed,
+                            M::Open { until } if now >= until => CircuitState::HalfOpen,
+                            M::Open { .. } => CircuitState::Open,
+                        };
+                        prop_assert_eq!(b.state(), expected, "at {} ms after {:?}", now, op);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
     }
 }

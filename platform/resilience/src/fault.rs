@@ -20,7 +20,7 @@
 //!
 //! `operation` is a gRPC method name (`GetTitle`) or, at the edge, a route
 //! (`GET /api/v1/titles/{id}`); `code` a gRPC code name or an HTTP status
-//! (`503`); `version` a version prefix (`1.3`); `header` limits the rule to
+//! (`503`); `version` a version prefix of whole components (`1.3` is 1.3.x, never 1.30); `header` limits the rule to
 //! requests carrying `x-fleet-fault: <value>`, which only game-day clients
 //! may send past the edge.
 
@@ -75,7 +75,8 @@ pub struct FaultSpec {
     /// Share of matching requests affected, 0 < p ≤ 100; default 100.
     #[serde(default = "hundred")]
     pub percent: f64,
-    /// Only when this instance's version starts with this.
+    /// Only when this instance's version is within this one, compared by
+    /// whole components (`1.1` is 1.1.x, never 1.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Only requests from this caller (`x-fleet-caller`).
@@ -311,13 +312,21 @@ impl FaultTable {
                 s.operation.as_deref().is_none_or(|o| o == req.operation)
                     && s.version
                         .as_deref()
-                        .is_none_or(|v| self.version.starts_with(v))
+                        .is_none_or(|v| version_matches(v, &self.version))
                     && s.caller.as_deref().is_none_or(|c| Some(c) == req.caller)
                     && s.header.as_deref().is_none_or(|h| Some(h) == req.header)
                     && (s.percent >= 100.0 || rand::random_range(0.0..100.0) < s.percent)
             })
             .map(|r| r.spec.action.clone())
     }
+}
+
+/// Whether `version` (`1.10.2`) is within the rule's `prefix`, compared
+/// component by component: `1.1` matches `1.1.0` and `1.1.7`, never
+/// `1.10.0`; `1` matches every 1.x; `1.3.2` only itself.
+fn version_matches(prefix: &str, version: &str) -> bool {
+    let mut have = version.split(['.', '-', '+']);
+    prefix.split('.').all(|want| have.next() == Some(want))
 }
 
 // ---------------------------------------------------------------------------
@@ -559,6 +568,32 @@ mod tests {
             .add(spec(r#"{"version":"1.3","action":{"type":"hang"}}"#).unwrap())
             .unwrap();
         assert!(other.decide(&hit).is_none(), "version scoped");
+    }
+
+    #[test]
+    fn a_version_rule_matches_whole_components_only() {
+        for (rule, version, hit) in [
+            ("1.1", "1.1.0", true),
+            ("1.1", "1.1.7", true),
+            ("1.1", "1.10.0", false),
+            ("1.1", "1.12.3", false),
+            ("1", "1.10.0", true),
+            ("1", "10.0.0", false),
+            ("1.3.2", "1.3.2", true),
+            ("1.3.2", "1.3.20", false),
+            ("1.3", "1.3.0-rc.1", true),
+        ] {
+            let t = FaultTable::new(version);
+            t.add(
+                spec(&format!(
+                    r#"{{"version":"{rule}","action":{{"type":"hang"}}}}"#
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+            let fired = t.decide(&FaultRequest::default()).is_some();
+            assert_eq!(fired, hit, "rule {rule} on {version}");
+        }
     }
 
     #[tokio::test]

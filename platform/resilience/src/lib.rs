@@ -1,26 +1,51 @@
-//! Resilience for every hop, the patterns table of the product brief.
+//! Resilience for every hop, the patterns table of the product brief, as
+//! tower layers.
 //!
-//! One concern per module, each with a typed error and tests on paused time:
+//! One layer per file, each `Foo<S>` with a `FooLayer`, a typed `FooError`
+//! where it refuses or fails a call, and `Foo::layer(…)`; metrics handles
+//! ([`observe::Observer`]) and the [`classify::Classify`] implementation
+//! are passed in at construction. A driver client stacks them, outermost
+//! first (see `clients/*/src/stack.rs`):
 //!
-//! * [`window`] — rolling counters in time buckets;
-//! * [`breaker`] — Hystrix-semantics circuit breaker with a fast window and
-//!   a slow-call threshold;
-//! * [`bulkhead`] — per-dependency concurrency limit, reject at once;
-//! * [`retry`] — retry rules over tower's `TpsBudget`;
-//! * [`balance`] — power of two choices on peak-EWMA × pending, outlier
-//!   ejection;
-//! * [`stats`] — per-operation stats and latency percentiles for the stream;
-//! * [`stream`] — `/admin/stream`, one-second snapshots as server-sent events;
-//! * [`fault`] — fault injection (delay, abort, hang) as a tower layer, set
-//!   at runtime through the admin port.
+//! * [`metrics`] — every call counted once, in flight while it runs;
+//! * [`deadline`] — a spent deadline refused unsent; no call outlives it;
+//! * [`bulkhead`] — per-dependency concurrency limit, refuse at once;
+//! * [`breaker`] — Hystrix-semantics circuit per operation, with a fast
+//!   window and a slow-call threshold;
+//! * [`retry`] — tower's `Retry` with a budgeted [`retry::RetryPolicy`];
+//! * [`balance`] — power of two choices on decaying peak-EWMA × pending;
+//! * [`eject`] — Envoy-style outlier ejection with a cap;
+//!
+//! and on the server side [`fault`], fault injection set at runtime. The
+//! rest is shared: [`classify`] (what an outcome means), [`request`] (what
+//! the layers read off a call), [`window`] and [`stats`] (rolling counts
+//! and percentiles), [`stream`] (`/admin/stream`).
 
 #![forbid(unsafe_code)]
 
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
+pub mod classify;
+pub mod deadline;
+pub mod eject;
 pub mod fault;
+pub mod metrics;
+pub mod observe;
+pub mod request;
 pub mod retry;
 pub mod stats;
 pub mod stream;
 pub mod window;
+
+#[cfg(test)]
+mod testing;
+
+/// The error type between layers (tower's convention); each layer's own
+/// error is typed and found again by downcasting, which the classifier
+/// does.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future of a layer's call.
+pub type BoxFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BoxError>> + Send>>;

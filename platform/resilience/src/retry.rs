@@ -1,15 +1,28 @@
-//! Retry policy: which calls may be retried, when, and how many overall.
+//! The retry layer: tower's own `Retry` with [`RetryPolicy`].
 //!
-//! The budget is tower's own `TpsBudget` (Finagle's design): every original
+//! The budget is tower's `TpsBudget` (Finagle's design): every original
 //! request deposits, every retry withdraws, so retries stay a fixed share of
-//! requests whatever fails — no retry storms. The policy adds the rest of
-//! the rules: only idempotent calls, at most `max_retries`, only while the
-//! caller's remaining budget can still afford an attempt, after a
-//! full-jitter backoff.
+//! requests whatever fails — no retry storms. The policy adds the rules,
+//! asking the classifier what a failure means: only idempotent calls, only
+//! failures another instance might not have (gateway failures of the
+//! instance itself — never an error the instance passed up from deeper
+//! down, which every instance would meet again), at most `max_retries`,
+//! never to an instance this call already tried (and not at all when no
+//! other instance is left), after the server's `grpc-retry-pushback-ms`
+//! (a negative one means "don't") or a full-jitter backoff, only while the
+//! deadline can still afford it. The budget is withdrawn from last, so a
+//! token is spent only on a retry that is actually sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::BoxError;
+use crate::classify::{Classify, Pushback};
+use crate::observe::Observer;
+use crate::request::ResilientRequest;
 
 /// Retry settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,49 +82,56 @@ impl RetryConfig {
     }
 }
 
-/// The retry budget of one dependency (share it across its calls).
-pub struct RetryBudget {
-    budget: TpsBudget,
-    config: RetryConfig,
+/// Decides retries for one dependency (clones share the budget).
+#[derive(Clone)]
+pub struct RetryPolicy<C> {
+    budget: Arc<TpsBudget>,
+    config: Arc<RetryConfig>,
+    classifier: C,
+    observer: Arc<dyn Observer>,
 }
 
-impl std::fmt::Debug for RetryBudget {
+impl<C> std::fmt::Debug for RetryPolicy<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetryBudget")
+        f.debug_struct("RetryPolicy")
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl RetryBudget {
-    /// A budget per `config` (call [`RetryConfig::validate`] first; bad
-    /// values are clamped here rather than panicking).
-    pub fn new(config: RetryConfig) -> Self {
+/// tower's retry service with our policy.
+pub type Retry<S, C> = tower::retry::Retry<RetryPolicy<C>, S>;
+
+impl<C: Classify> RetryPolicy<C> {
+    /// A policy per `config` (call [`RetryConfig::validate`] first; bad
+    /// values are clamped here rather than panicking), judging failures with
+    /// `classifier` and reporting retries to `observer`.
+    pub fn new(config: RetryConfig, classifier: C, observer: Arc<dyn Observer>) -> Self {
         let window = config
             .budget_window
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
         let percent = config.budget_percent.clamp(0.0, 1.0);
         let budget = TpsBudget::new(window, config.min_per_sec.min(1_000), percent);
-        Self { budget, config }
+        Self {
+            budget: Arc::new(budget),
+            config: Arc::new(config),
+            classifier,
+            observer,
+        }
+    }
+
+    /// tower's `RetryLayer` with this policy: the layer of a stack.
+    pub fn layer(
+        config: RetryConfig,
+        classifier: C,
+        observer: Arc<dyn Observer>,
+    ) -> tower::retry::RetryLayer<Self> {
+        tower::retry::RetryLayer::new(Self::new(config, classifier, observer))
     }
 
     /// The settings.
     pub fn config(&self) -> &RetryConfig {
         &self.config
-    }
-
-    /// Records an original request (earns retry budget).
-    pub fn deposit(&self) {
-        self.budget.deposit();
-    }
-
-    /// Whether retry number `retry` (1-based) may go ahead with `remaining`
-    /// deadline left; withdraws from the budget when it may.
-    pub fn allow(&self, retry: u32, idempotent: bool, remaining: Duration) -> bool {
-        idempotent
-            && retry <= self.config.max_retries
-            && remaining >= self.config.min_remaining
-            && self.budget.withdraw()
     }
 
     /// Full-jitter backoff before retry number `retry`: uniform in
@@ -130,20 +150,112 @@ impl RetryBudget {
     }
 }
 
+impl<C, Req, Res> tower::retry::Policy<Req, Res, BoxError> for RetryPolicy<C>
+where
+    C: Classify,
+    Req: ResilientRequest + Clone,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, req: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
+        let Err(error) = result else {
+            return None;
+        };
+        if !req.idempotent() || !self.classifier.classify(error).retryable() {
+            return None;
+        }
+        let tried = u32::try_from(req.attempts().count()).unwrap_or(u32::MAX);
+        if tried > self.config.max_retries {
+            return None;
+        }
+        // Never the instance that just failed (nor any other already
+        // tried); no retry at all when none is left.
+        let attempts = req.attempts();
+        if !req.candidates().iter().any(|k| !attempts.contains(k)) {
+            return None;
+        }
+        let wait = match self.classifier.pushback(error) {
+            Pushback::Stop => return None,
+            Pushback::After(d) => d,
+            Pushback::None => self.backoff(tried),
+        };
+        let remaining = req.deadline().saturating_duration_since(Instant::now());
+        if remaining < wait.saturating_add(self.config.min_remaining) {
+            return None;
+        }
+        // Last, so a withdrawn token always pays for a retry that is sent.
+        if !self.budget.withdraw() {
+            return None;
+        }
+        self.observer.retried(req.operation());
+        tracing::debug!(operation = req.operation(), failed_instance = ?attempts.last().map(|k| k.to_string()), wait_ms = wait.as_millis() as u64, "retrying on another instance");
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        // Called once before the first attempt (no attempts yet): the one
+        // deposit of an original request.
+        if req.attempts().count() == 0 {
+            self.budget.deposit();
+        }
+        req.idempotent().then(|| req.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::Class;
+    use crate::observe::NoObserver;
+    use crate::testing::TestRequest;
+    use tower::retry::Policy;
+
+    /// Every error is a gateway failure; `pushback` is the server's advice.
+    #[derive(Clone)]
+    struct Gateway(Pushback);
+
+    impl Classify for Gateway {
+        fn classify(&self, e: &BoxError) -> Class {
+            if e.to_string() == "deeper" {
+                Class::Downstream
+            } else {
+                Class::InstanceFailure { gateway: true }
+            }
+        }
+        fn label(&self, _: &BoxError) -> &'static str {
+            "UNAVAILABLE"
+        }
+        fn pushback(&self, _: &BoxError) -> Pushback {
+            self.0
+        }
+    }
+
+    fn policy(config: RetryConfig, pushback: Pushback) -> RetryPolicy<Gateway> {
+        RetryPolicy::new(config, Gateway(pushback), Arc::new(NoObserver))
+    }
+
+    /// Runs the policy the way tower's `Retry` does for a call whose first
+    /// attempt went to `a` and failed with `error`.
+    fn after_failure(
+        p: &mut RetryPolicy<Gateway>,
+        req: &TestRequest,
+        error: &str,
+    ) -> Option<tokio::time::Sleep> {
+        let mut saved = Policy::<TestRequest, (), BoxError>::clone_request(p, req)?;
+        req.attempts.push("a".to_owned());
+        let mut result: Result<(), BoxError> = Err(error.into());
+        p.retry(&mut saved, &mut result)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_stay_within_ten_percent_under_total_failure() {
-        let b = RetryBudget::new(RetryConfig::default());
+        let mut p = policy(RetryConfig::default(), Pushback::None);
         let (mut requests, mut attempts) = (0u32, 0u32);
         for _ in 0..3000 {
             // 100 req/s, every attempt fails.
             requests += 1;
             attempts += 1;
-            b.deposit();
-            if b.allow(1, true, Duration::from_millis(100)) {
+            if after_failure(&mut p, &TestRequest::new("Get"), "down").is_some() {
                 attempts += 1;
             }
             tokio::time::advance(Duration::from_millis(10)).await;
@@ -153,24 +265,88 @@ mod tests {
         assert!(ratio > 1.05, "the budget does allow retries: {ratio}");
     }
 
-    #[test]
-    fn rules() {
-        let b = RetryBudget::new(RetryConfig {
-            min_per_sec: 10,
+    fn generous() -> RetryConfig {
+        RetryConfig {
+            min_per_sec: 1000,
             ..RetryConfig::default()
-        });
-        assert!(!b.allow(1, false, Duration::from_secs(1)), "not idempotent");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_idempotent_gateway_failures_with_another_instance_left_are_retried() {
+        let mut p = policy(generous(), Pushback::None);
+        assert!(after_failure(&mut p, &TestRequest::new("Get"), "down").is_some());
+        let mut write = TestRequest::new("Put");
+        write.idempotent = false;
         assert!(
-            !b.allow(2, true, Duration::from_secs(1)),
+            after_failure(&mut p, &write, "down").is_none(),
+            "not idempotent"
+        );
+        assert!(
+            after_failure(&mut p, &TestRequest::new("Get"), "deeper").is_none(),
+            "a deeper failure is not retried here"
+        );
+        let mut alone = TestRequest::new("Get");
+        alone.candidates = vec!["a".into()];
+        assert!(
+            after_failure(&mut p, &alone, "down").is_none(),
+            "never back to the instance that just failed"
+        );
+        let mut short = TestRequest::new("Get");
+        short.deadline = Instant::now() + Duration::from_millis(5);
+        assert!(
+            after_failure(&mut p, &short, "down").is_none(),
+            "no time left"
+        );
+        // A second retry is over the default limit of one.
+        let req = TestRequest::new("Get");
+        let mut saved = Policy::<TestRequest, (), BoxError>::clone_request(&mut p, &req).unwrap();
+        req.attempts.push("a".into());
+        req.attempts.push("b".into());
+        saved.candidates.push("c".into());
+        let mut result: Result<(), BoxError> = Err("down".into());
+        assert!(
+            p.retry(&mut saved, &mut result).is_none(),
             "one retry at most"
         );
-        assert!(
-            !b.allow(1, true, Duration::from_millis(2)),
-            "no budget left"
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_retries_cost_no_budget_tokens() {
+        // 20 requests at 10 % earn about two retries; had each refused
+        // retry (no time left) withdrawn first, they would be spent.
+        let mut p = policy(RetryConfig::default(), Pushback::None);
+        for _ in 0..20 {
+            let mut no_time = TestRequest::new("Get");
+            no_time.deadline = Instant::now() + Duration::from_millis(5);
+            assert!(after_failure(&mut p, &no_time, "down").is_none());
+        }
+        assert!(after_failure(&mut p, &TestRequest::new("Get"), "down").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_pushback_sets_the_wait_or_stops_the_retry() {
+        let mut p = policy(generous(), Pushback::After(Duration::from_millis(300)));
+        let sleep = after_failure(&mut p, &TestRequest::new("Get"), "down").unwrap();
+        assert_eq!(
+            sleep.deadline() - Instant::now(),
+            Duration::from_millis(300)
         );
-        assert!(b.allow(1, true, Duration::from_secs(1)));
+        let mut short = TestRequest::new("Get");
+        short.deadline = Instant::now() + Duration::from_millis(200);
+        assert!(
+            after_failure(&mut p, &short, "down").is_none(),
+            "a pushback beyond the deadline is no retry"
+        );
+        let mut stop = policy(generous(), Pushback::Stop);
+        assert!(after_failure(&mut stop, &TestRequest::new("Get"), "down").is_none());
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_bad_config_is_refused() {
+        let p = policy(RetryConfig::default(), Pushback::None);
         for r in 1..5 {
-            assert!(b.backoff(r) <= Duration::from_millis(50));
+            assert!(p.backoff(r) <= Duration::from_millis(50));
         }
         assert!(
             RetryConfig {

@@ -41,7 +41,9 @@ pub struct Counts {
     pub rejections: u64,
     /// Calls refused by an open circuit.
     pub short_circuits: u64,
-    /// Calls slower than the slow-call threshold (also counted as errors).
+    /// Successful calls slower than the slow-call threshold (unhealthy
+    /// like errors; a failed or timed-out call is counted once, as such,
+    /// however long it took).
     pub slow: u64,
 }
 
@@ -66,7 +68,8 @@ impl Counts {
             Outcome::Rejected => self.rejections += 1,
             Outcome::ShortCircuited => self.short_circuits += 1,
         }
-        if slow {
+        // Each call is unhealthy at most once: only a success can be "slow".
+        if slow && outcome == Outcome::Success {
             self.slow += 1;
         }
     }
@@ -78,7 +81,7 @@ impl Counts {
 
     /// Unhealthy executed calls: errors and timeouts, slow successes too.
     pub fn unhealthy(&self) -> u64 {
-        self.errors + self.timeouts + self.slow.min(self.successes)
+        self.errors + self.timeouts + self.slow
     }
 
     /// Unhealthy share of executed calls, 0–100.
@@ -202,5 +205,19 @@ mod tests {
         c.record(Outcome::Rejected, false);
         assert_eq!(c.executed(), 4);
         assert!((c.error_percent() - 75.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_slow_failure_is_one_unhealthy_call_not_two() {
+        let mut c = Counts::default();
+        for _ in 0..10 {
+            c.record(Outcome::Timeout, true);
+            c.record(Outcome::Failure, true);
+            c.record(Outcome::Success, false);
+            c.record(Outcome::Success, false);
+        }
+        assert_eq!(c.executed(), 40);
+        assert_eq!(c.unhealthy(), 20);
+        assert!((c.error_percent() - 50.0).abs() < 1e-9, "{c:?}");
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use fleet_config::{ConfigError, Env};
 use fleet_resilience::balance::BalanceConfig;
 use fleet_resilience::breaker::BreakerConfig;
+use fleet_resilience::eject::EjectConfig;
 use fleet_resilience::retry::RetryConfig;
 
 use crate::routing::MajorMinor;
@@ -36,9 +37,11 @@ pub struct DependencyConfig {
     pub breaker: BreakerConfig,
     /// Retries (`<NAME>_RETRIES`, `<NAME>_RETRY_BUDGET_PERCENT`).
     pub retry: RetryConfig,
-    /// Balancing and outlier ejection (`<NAME>_EJECT_AFTER_FAILURES`,
-    /// `<NAME>_EJECTION`).
+    /// Balancing: the latency estimate.
     pub balance: BalanceConfig,
+    /// Outlier ejection (`<NAME>_EJECT_AFTER_FAILURES`, `<NAME>_EJECTION`,
+    /// `<NAME>_MAX_EJECTION_PERCENT`).
+    pub eject: EjectConfig,
     /// Only instances of this minor (`<NAME>_PIN=1.3`); overrides pin
     /// headers and the routing table.
     pub pin: Option<MajorMinor>,
@@ -58,6 +61,7 @@ impl DependencyConfig {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             balance: BalanceConfig::default(),
+            eject: EjectConfig::default(),
             pin: None,
         }
     }
@@ -68,8 +72,8 @@ impl DependencyConfig {
     /// `<NAME>_BREAKER_ERROR_PERCENT`, `<NAME>_BREAKER_SLEEP`,
     /// `<NAME>_BREAKER_SLOW_CALL`, `<NAME>_BREAKER_WINDOW`,
     /// `<NAME>_RETRIES`, `<NAME>_RETRY_BUDGET_PERCENT`,
-    /// `<NAME>_EJECT_AFTER_FAILURES` and `<NAME>_EJECTION`
-    /// (NAME upper-cased).
+    /// `<NAME>_EJECT_AFTER_FAILURES`, `<NAME>_EJECTION` and
+    /// `<NAME>_MAX_EJECTION_PERCENT` (NAME upper-cased).
     ///
     /// # Errors
     /// [`ConfigError`] for unparsable or absurd values.
@@ -130,7 +134,7 @@ impl DependencyConfig {
         r.max_retries = env.number_in(&key("RETRIES"), r.max_retries, 0..=5)?;
         r.budget_percent =
             env.number_in(&key("RETRY_BUDGET_PERCENT"), r.budget_percent, 0.0..=1.0)?;
-        let l = &mut self.balance;
+        let l = &mut self.eject;
         l.consecutive_failures = env.number_in(
             &key("EJECT_AFTER_FAILURES"),
             l.consecutive_failures,
@@ -141,6 +145,11 @@ impl DependencyConfig {
             l.base_ejection,
             Duration::from_millis(10),
             Duration::from_secs(3_600),
+        )?;
+        l.max_ejection_percent = env.number_in(
+            &key("MAX_EJECTION_PERCENT"),
+            l.max_ejection_percent,
+            0..=100,
         )?;
         if let Some(pin) = env.get(&key("PIN")) {
             let mm = MajorMinor::parse(pin)

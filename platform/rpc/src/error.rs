@@ -148,22 +148,36 @@ impl RpcError {
 
     /// The gRPC status a server should answer with when this error from a
     /// dependency ends its own handler (caller-fault errors pass through;
-    /// dependency failures become UNAVAILABLE / DEADLINE_EXCEEDED).
+    /// dependency failures become UNAVAILABLE / DEADLINE_EXCEEDED /
+    /// INTERNAL). A dependency failure is marked `x-fleet-origin:
+    /// downstream`, so this server's callers know the failure is deeper
+    /// than this instance: they neither retry it on another instance nor
+    /// eject this one for it.
     pub fn to_status(&self) -> tonic::Status {
+        let downstream = |code: tonic::Code, message: String| {
+            let mut md = tonic::metadata::MetadataMap::new();
+            md.insert(
+                crate::classify::ORIGIN_HEADER,
+                tonic::metadata::MetadataValue::from_static(crate::classify::ORIGIN_DOWNSTREAM),
+            );
+            tonic::Status::with_metadata(code, message, md)
+        };
         match self {
             Self::NotFound { message, .. } => tonic::Status::not_found(message.clone()),
             Self::InvalidArgument { message, .. } => {
                 tonic::Status::invalid_argument(message.clone())
             }
             Self::Conflict { message, .. } => tonic::Status::failed_precondition(message.clone()),
-            Self::DeadlineExceeded { dependency } => {
-                tonic::Status::deadline_exceeded(format!("{dependency} did not answer in time"))
-            }
-            Self::Unavailable { dependency, .. } => {
-                tonic::Status::unavailable(format!("{dependency} is unavailable"))
-            }
+            Self::DeadlineExceeded { dependency } => downstream(
+                tonic::Code::DeadlineExceeded,
+                format!("{dependency} did not answer in time"),
+            ),
+            Self::Unavailable { dependency, .. } => downstream(
+                tonic::Code::Unavailable,
+                format!("{dependency} is unavailable"),
+            ),
             Self::Internal { dependency, .. } => {
-                tonic::Status::internal(format!("{dependency} failed"))
+                downstream(tonic::Code::Internal, format!("{dependency} failed"))
             }
         }
     }
@@ -224,5 +238,31 @@ mod tests {
             !e.to_status().message().contains("boom"),
             "details stay inside"
         );
+    }
+
+    #[test]
+    fn failures_passed_up_are_marked_as_deeper_and_answers_are_not() {
+        let origin = |e: RpcError| {
+            e.to_status()
+                .metadata()
+                .get(crate::classify::ORIGIN_HEADER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let down = RpcError::Unavailable {
+            dependency: "dal",
+            reason: Unavailable::Transport,
+            message: "refused".into(),
+            retry_after: None,
+        };
+        assert_eq!(origin(down).as_deref(), Some("downstream"));
+        assert_eq!(
+            origin(RpcError::DeadlineExceeded { dependency: "dal" }).as_deref(),
+            Some("downstream")
+        );
+        let nf = RpcError::NotFound {
+            dependency: "dal",
+            message: "t9".into(),
+        };
+        assert_eq!(origin(nf), None);
     }
 }

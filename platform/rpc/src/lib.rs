@@ -1,21 +1,30 @@
 //! The client side of every gRPC hop.
 //!
 //! A driver client (one per service, under `clients/`) owns a
-//! [`Dependency`]: the set of instances of one remote service (static, or
-//! fed live by discovery), a lazily connected channel per instance (so
-//! connections are reused), and the call path every operation goes through:
-//! deadline from the ambient [`fleet_context::RequestContext`] minus a per-hop
-//! margin, request id / caller / trace context / propagated headers written
-//! into metadata, instance picking, and one error type, [`RpcError`], that
-//! hides tonic from callers.
+//! [`Dependency`] — the set of instances of one remote service (static, or
+//! fed live by discovery) and the state its layers share — and assembles
+//! its tower stack from the layers the dependency hands out (see
+//! [`stack::reference`] for the order and the why of each): metrics,
+//! deadline, bulkhead, circuit breaker, version routing ([`route`]),
+//! budgeted retry, balancing, outlier ejection, and the [`endpoint`] that
+//! makes the gRPC attempt over a lazily connected channel per instance,
+//! with the deadline and the request context in metadata. What an error
+//! means is decided once, by [`GrpcClassifier`]; callers see one error
+//! type, [`RpcError`], that hides tonic.
 
 #![forbid(unsafe_code)]
 
 mod call;
+mod classify;
+mod codec;
 mod config;
+mod dependency;
+pub mod endpoint;
 mod error;
 mod instance;
+pub mod route;
 pub mod routing;
+pub mod stack;
 
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +46,13 @@ impl<T> Page<T> {
     }
 }
 
-pub use call::{CallOptions, Dependency, Operation};
+pub use call::{Call, CallOptions, Operation, unary};
+pub use classify::{
+    GrpcClassifier, ORIGIN_DOWNSTREAM, ORIGIN_HEADER, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER,
+};
 pub use config::DependencyConfig;
+pub use dependency::Dependency;
 pub use error::{RpcError, Unavailable};
 pub use instance::{Instance, InstanceId, InstanceParseError, InstanceSource, parse_instances};
 pub use routing::{InvalidRouteTable, MajorMinor, RouteTable};
+pub use stack::RpcService;

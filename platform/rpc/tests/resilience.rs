@@ -201,9 +201,9 @@ async fn a_full_bulkhead_refuses_at_once() {
         async move { check(&dep).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
+    // Refused, not queued: a queued call would have succeeded after the
+    // first two.
     let third = check(&dep).await;
-    assert!(started.elapsed() < Duration::from_millis(50), "no queueing");
     assert!(
         matches!(
             third,
@@ -226,14 +226,9 @@ async fn the_remaining_budget_bounds_the_call_and_is_sent_downstream() {
     let metrics = Metrics::new("test", "1.0.0");
     let dep = dependency(&[slow.grpc], &metrics, &[]);
     let cx = RequestContext::new().with_budget(Duration::from_millis(150));
-    let started = std::time::Instant::now();
+    // The server hangs forever: only the budget can end this call.
     let r = cx.scope(check(&dep)).await;
-    let took = started.elapsed();
     assert!(matches!(r, Err(RpcError::DeadlineExceeded { .. })), "{r:?}");
-    assert!(
-        took < Duration::from_millis(400),
-        "waited {took:?} for a 150 ms budget"
-    );
     // A spent budget means no call at all.
     let spent = RequestContext::new().with_budget(Duration::ZERO);
     let r = spent.scope(check(&dep)).await;
