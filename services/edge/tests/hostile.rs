@@ -109,17 +109,17 @@ async fn internal_pins_count_only_with_the_game_day_credential() {
     for _ in 0..10 {
         let r = http
             .get(&url)
-            .header("x-version-dal", "9.9")
+            .header("x-version-dal", "1.9")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // A game-day client's pin goes through: no dal 9.9 exists, so the
+    // A game-day client's pin goes through: no dal 1.9 exists, so the
     // catalog cannot serve.
     let r = http
         .get(&url)
-        .header("x-version-dal", "9.9")
+        .header("x-version-dal", "1.9")
         .header(support::GAMEDAY_HEADER, TOKEN)
         .send()
         .await
