@@ -151,6 +151,63 @@ impl Metrics {
     pub fn http_server(&self) -> HttpMetrics {
         HttpMetrics::register(self)
     }
+
+    /// Creates and registers the adaptive-concurrency families of a server.
+    pub fn admission(&self) -> AdmissionMetrics {
+        AdmissionMetrics::register(self)
+    }
+}
+
+/// Labels of a request refused at admission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// The operation (a known gRPC method or route template, else `other`).
+    pub operation: String,
+    /// `limit` (concurrency limit reached) or `budget` (remaining budget
+    /// below the operation's recent median).
+    pub reason: String,
+}
+
+/// The adaptive concurrency limit and what it refused.
+#[derive(Clone, Debug)]
+pub struct AdmissionMetrics {
+    limit: Gauge,
+    refused: Family<AdmissionLabels, Counter>,
+}
+
+impl AdmissionMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            limit: Gauge::default(),
+            refused: Family::default(),
+        };
+        metrics.register(
+            "concurrency_limit",
+            "The adaptive (Gradient2) concurrency limit of this server",
+            this.limit.clone(),
+        );
+        metrics.register(
+            "admission_refused",
+            "Requests refused before any work, by operation and reason (limit, budget)",
+            this.refused.clone(),
+        );
+        this
+    }
+
+    /// Publishes the limit in force.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, operation: &str, reason: &str) {
+        self.refused
+            .get_or_create(&AdmissionLabels {
+                operation: operation.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
 }
 
 /// Labels of one RPC series.
@@ -349,6 +406,23 @@ impl Drop for InFlight {
     }
 }
 
+/// The label for anything outside a known set (an unknown route, method or
+/// gRPC method), so junk input cannot add series.
+pub const OTHER: &str = "other";
+
+/// The standard HTTP methods keep their name as a label; anything else is
+/// [`OTHER`].
+pub fn http_method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
 /// Labels of one HTTP series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -409,11 +483,13 @@ impl HttpMetrics {
         this
     }
 
-    /// Records one finished request.
+    /// Records one finished request. `route` must be a route template
+    /// (or [`OTHER`] for a request that matched none); the method is
+    /// reduced to [`http_method_label`], so no client can add a series.
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let labels = HttpLabels {
             route: route.to_owned(),
-            method: method.to_owned(),
+            method: http_method_label(method).to_owned(),
             status,
         };
         self.requests.get_or_create(&labels).inc();
@@ -472,5 +548,32 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("fleet_http_server_errors_total{service=\"edge\",version=\"1.0.0\",route=\"/api/v1/titles/{id}\",method=\"GET\",status=\"503\"} 1"), "{text}");
         assert!(!text.contains("status=\"404\"} 1\nfleet_http_server_errors"));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::new("edge", "1.0.0");
+        let http = m.http_server();
+        for method in ["FOO", "get", "BREW", "PUT"] {
+            http.record("other", method, 405, Duration::from_millis(1));
+        }
+        let text = m.encode();
+        assert!(text.contains("fleet_http_server_requests_total{service=\"edge\",version=\"1.0.0\",route=\"other\",method=\"other\",status=\"405\"} 3"), "{text}");
+        assert!(text.contains("method=\"PUT\",status=\"405\"} 1"), "{text}");
+        assert!(!text.contains("BREW") && !text.contains("FOO"), "{text}");
+    }
+
+    #[test]
+    fn admission_metrics_show_the_limit_and_refusals() {
+        let m = Metrics::new("catalog", "1.3.0");
+        let a = m.admission();
+        a.set_limit(37);
+        a.refused("GetTitle", "budget");
+        let text = m.encode();
+        assert!(
+            text.contains("fleet_concurrency_limit{service=\"catalog\",version=\"1.3.0\"} 37"),
+            "{text}"
+        );
+        assert!(text.contains("fleet_admission_refused_total{service=\"catalog\",version=\"1.3.0\",operation=\"GetTitle\",reason=\"budget\"} 1"), "{text}");
     }
 }

@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;

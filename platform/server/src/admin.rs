@@ -102,6 +102,14 @@ async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
     }))
 }
 
+/// `/readyz`'s body: the state plus how many rounds of checks ran.
+#[derive(serde::Serialize)]
+struct ReadyBody {
+    #[serde(flatten)]
+    state: crate::readiness::ReadyState,
+    rounds: u64,
+}
+
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let state = s.readiness.state();
     let status = if state.ready {
@@ -109,7 +117,8 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(state))
+    let rounds = s.readiness.rounds();
+    (status, Json(ReadyBody { state, rounds }))
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fleet_config::{ConfigError, Env};
 use fleet_discovery::DiscoveryConfig;
+use fleet_resilience::adaptive::AdaptiveConfig;
 
 /// Who this instance is: what discovery, metrics and logs call it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,13 @@ pub struct ServerConfig {
     /// Consul registration and discovery, route tables (`CONSUL_HTTP_ADDR`,
     /// `ROUTES_DIR`, …; see [`DiscoveryConfig`]).
     pub discovery: DiscoveryConfig,
+    /// The adaptive (Gradient2) concurrency limit in front of the handlers:
+    /// `CONCURRENCY_LIMIT_INITIAL` (default 100, so a cold instance takes a
+    /// normal burst before it has measured anything), `CONCURRENCY_LIMIT_MIN`
+    /// (default 20, Netflix's), `CONCURRENCY_LIMIT_MAX` (default 1000), each
+    /// 1..=100000 with min ≤ initial ≤ max; the rest of
+    /// [`AdaptiveConfig`] keeps Netflix's defaults.
+    pub concurrency: AdaptiveConfig,
 }
 
 impl ServerConfig {
@@ -118,7 +126,9 @@ impl ServerConfig {
                 "must be at least 16 characters",
             ));
         }
+        let concurrency = concurrency(env)?;
         Ok(Self {
+            concurrency,
             identity: Identity {
                 service,
                 version,
@@ -149,6 +159,37 @@ impl ServerConfig {
             discovery: DiscoveryConfig::from_env(env)?,
         })
     }
+}
+
+/// `CONCURRENCY_LIMIT_*` (see [`ServerConfig::concurrency`]).
+fn concurrency(env: &Env) -> Result<AdaptiveConfig, ConfigError> {
+    let min: usize = env.number_in("CONCURRENCY_LIMIT_MIN", 20, 1..=100_000)?;
+    let max: usize = env.number_in("CONCURRENCY_LIMIT_MAX", 1000, 1..=100_000)?;
+    if min > max {
+        return Err(ConfigError::invalid(
+            "CONCURRENCY_LIMIT_MIN",
+            &min.to_string(),
+            format!("must not exceed CONCURRENCY_LIMIT_MAX ({max})"),
+        ));
+    }
+    let initial: usize = env.number_in(
+        "CONCURRENCY_LIMIT_INITIAL",
+        100.clamp(min, max),
+        1..=100_000,
+    )?;
+    if !(min..=max).contains(&initial) {
+        return Err(ConfigError::invalid(
+            "CONCURRENCY_LIMIT_INITIAL",
+            &initial.to_string(),
+            format!("must be within CONCURRENCY_LIMIT_MIN..=CONCURRENCY_LIMIT_MAX ({min}..={max})"),
+        ));
+    }
+    Ok(AdaptiveConfig {
+        initial_limit: initial,
+        min_limit: min,
+        max_limit: max,
+        ..AdaptiveConfig::default()
+    })
 }
 
 #[cfg(test)]
@@ -198,5 +239,22 @@ mod tests {
         assert!(cfg(&[("ADMIN_TOKEN", "short")]).is_err());
         assert!(cfg(&[("SHUTDOWN_GRACE", "1y")]).is_err());
         assert!(cfg(&[("GRPC_ADDR", "nowhere")]).is_err());
+        for (k, v) in [
+            ("CONCURRENCY_LIMIT_MIN", "0"),
+            ("CONCURRENCY_LIMIT_MIN", "2000"),
+            ("CONCURRENCY_LIMIT_INITIAL", "5"),
+            ("CONCURRENCY_LIMIT_MAX", "many"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_concurrency_limit_is_configurable() {
+        let c = cfg(&[]).unwrap().concurrency;
+        assert_eq!((c.initial_limit, c.min_limit, c.max_limit), (100, 20, 1000));
+        let c = cfg(&[("CONCURRENCY_LIMIT_MAX", "50")]).unwrap().concurrency;
+        assert_eq!((c.initial_limit, c.min_limit, c.max_limit), (50, 20, 50));
     }
 }

@@ -6,7 +6,7 @@
 //! has already passed, runs the handler inside the context so driver clients
 //! pick up the *remaining* budget, stops the handler (dropping its future,
 //! which cancels its downstream and storage calls) when the deadline passes,
-//! records per-operation metrics, and tags the response with the instance
+//! records per-operation metrics (labelled by known methods only), and tags the response with the instance
 //! that served it.
 //!
 //! tonic itself also enforces `grpc-timeout`, but answers CANCELLED; this
@@ -27,6 +27,8 @@ use tracing::Instrument;
 use fleet_context::{RequestContext, headers};
 use fleet_metrics::RpcMetrics;
 
+use crate::methods::KnownMethods;
+
 /// How much earlier than the caller's deadline the server gives up.
 pub const SERVER_DEADLINE_LEAD: Duration = Duration::from_millis(2);
 
@@ -36,17 +38,26 @@ pub struct GrpcContextLayer {
     service: &'static str,
     metrics: RpcMetrics,
     served_by: HeaderValue,
+    methods: KnownMethods,
 }
 
 impl GrpcContextLayer {
     /// The layer for `service`, recording into `metrics` and tagging
-    /// responses with `served_by` (`service/version/instance`).
-    pub fn new(service: &'static str, metrics: RpcMetrics, served_by: &str) -> Self {
+    /// responses with `served_by` (`service/version/instance`). Metric
+    /// labels name only `methods` the server serves; any other path is
+    /// recorded as `other`, so random paths add no series.
+    pub fn new(
+        service: &'static str,
+        metrics: RpcMetrics,
+        served_by: &str,
+        methods: KnownMethods,
+    ) -> Self {
         Self {
             service,
             metrics,
             served_by: HeaderValue::from_str(served_by)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            methods,
         }
     }
 }
@@ -87,7 +98,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let shared = self.shared.clone();
-        let operation = operation_of(req.uri().path()).to_owned();
+        let operation = shared.methods.label(req.uri().path());
         // The readied service handles this call; a fresh clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -206,14 +217,6 @@ fn response_code(resp: &Response<tonic::body::Body>) -> Code {
         .map_or(Code::Ok, Code::from)
 }
 
-/// `/catalog.v1.Catalog/GetTitle` → `GetTitle`.
-pub fn operation_of(path: &str) -> &str {
-    path.rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("unknown")
-}
-
 /// The canonical upper-case name of a gRPC status code.
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -234,17 +237,5 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operation_names_come_from_the_path() {
-        assert_eq!(operation_of("/catalog.v1.Catalog/GetTitle"), "GetTitle");
-        assert_eq!(operation_of("/"), "unknown");
-        assert_eq!(operation_of(""), "unknown");
     }
 }

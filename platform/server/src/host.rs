@@ -12,13 +12,17 @@ use tonic_health::ServingStatus;
 
 use fleet_discovery::{InstanceInfo, Registrar};
 use fleet_metrics::Metrics;
+use fleet_resilience::adaptive::AdaptiveLimiter;
 use fleet_resilience::fault::{self, FaultTable, GrpcFaultLayer};
 use fleet_resilience::stream::{self, StreamIdentity};
 
 use crate::admin::{self, AdminState};
+use crate::admission::GrpcAdmission;
 use crate::config::{Identity, ServerConfig};
+use crate::exempt::ExemptInfrastructureLayer;
 use crate::grpc_context::GrpcContextLayer;
 use crate::listen;
+use crate::methods::KnownMethods;
 use crate::readiness::Readiness;
 
 /// Failure to start or run a service.
@@ -231,10 +235,18 @@ impl ServiceHost {
             }
         });
 
-        let layer = GrpcContextLayer::new(
+        let methods =
+            KnownMethods::from_descriptors(&[fleet_proto::FILE_DESCRIPTOR_SET], service_names);
+        let context = GrpcContextLayer::new(
             self.config.identity.service,
             self.metrics.grpc_server(),
             &self.config.identity.served_by(),
+            methods.clone(),
+        );
+        let admission = GrpcAdmission::layer(
+            AdaptiveLimiter::new(self.config.concurrency.clone()),
+            methods,
+            self.metrics.admission(),
         );
         let registrar = self.registrar(true).await;
         let incoming = listen::grpc_incoming(self.main);
@@ -244,11 +256,27 @@ impl ServiceHost {
             self.config.drain_delay,
             registrar.clone(),
         );
-        // Outermost first: context and deadline, then faults, so an
-        // injected hang still ends at the caller's deadline.
+        // The server stack, outermost first.
         let stack = tower::ServiceBuilder::new()
-            .layer(layer)
-            .layer(GrpcFaultLayer::new(self.faults.clone()))
+            // Request context and deadline: every layer below runs inside
+            // the caller's remaining budget, and the metrics see every
+            // answer, refusals included.
+            .layer(context)
+            // Health checks and reflection skip what follows: no fault
+            // rule, limit or admission check may make an instance look dead.
+            .layer(ExemptInfrastructureLayer::new(
+                tower::ServiceBuilder::new()
+                    // Adaptive concurrency (Gradient2) and deadline-aware
+                    // admission: refuse at once (RESOURCE_EXHAUSTED +
+                    // pushback) rather than queue or start hopeless work.
+                    .layer(admission)
+                    // Fault injection inside the limit, so an injected
+                    // delay is felt like real latency, and inside the
+                    // context, so an injected hang still ends at the
+                    // caller's deadline.
+                    .layer(GrpcFaultLayer::new(self.faults.clone()))
+                    .into_inner(),
+            ))
             .into_inner();
         let server = tonic::transport::Server::builder()
             .layer(stack)

@@ -11,11 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod entry;
+pub mod exempt;
 pub mod grpc_context;
 pub mod host;
 pub mod listen;
+pub mod methods;
 pub mod readiness;
 pub mod shutdown;
 

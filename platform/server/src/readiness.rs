@@ -4,7 +4,7 @@
 //! success) rather than per probe, so `/readyz` and gRPC health answer
 //! instantly and a flood of probes never becomes a flood of dependency calls.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -63,6 +63,7 @@ pub struct Readiness {
     checks: Arc<RwLock<Checks>>,
     state: Arc<watch::Sender<ReadyState>>,
     draining: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -91,7 +92,41 @@ impl Readiness {
             checks: Arc::new(RwLock::new(Vec::new())),
             state: Arc::new(tx),
             draining: Arc::new(AtomicBool::new(false)),
+            rounds: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Rounds of checks completed so far (`/readyz` reports it, so a
+    /// watcher can tell that readiness was re-evaluated).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::SeqCst)
+    }
+
+    /// Adds the check for a *required* dependency, the way readiness should
+    /// treat one: ready while at least one instance of it is known
+    /// (`known` counts them). Whether those instances answer right now is
+    /// the breakers' and the balancer's business, per request: an instance
+    /// that can serve anything (cached, degraded, or once a dependency
+    /// recovers) must not take itself out of rotation because a
+    /// dependency is slow. Optional dependencies get no check at all.
+    pub fn add_required(
+        &self,
+        name: impl Into<String>,
+        known: impl Fn() -> usize + Send + Sync + 'static,
+    ) {
+        let name = name.into();
+        let what = name.clone();
+        self.add(name, move || {
+            let n = known();
+            let what = what.clone();
+            async move {
+                if n > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("no {what} instance is known"))
+                }
+            }
+        });
     }
 
     /// Adds a check; it runs from the next round on.
@@ -143,6 +178,7 @@ impl Readiness {
         .await;
         let draining = self.draining.load(Ordering::SeqCst);
         let ready = !draining && results.iter().all(|r| r.ok);
+        self.rounds.fetch_add(1, Ordering::SeqCst);
         let next = ReadyState {
             ready,
             draining,
@@ -221,6 +257,25 @@ mod tests {
         let s = r.state();
         assert!(!s.ready);
         assert!(s.checks[0].error.as_deref().unwrap().contains("no answer"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_required_dependency_counts_only_when_no_instance_is_known() {
+        let r = Readiness::new();
+        let known = Arc::new(AtomicU64::new(0));
+        let k = known.clone();
+        r.add_required("catalog", move || k.load(Ordering::SeqCst) as usize);
+        r.run_once().await;
+        let s = r.state();
+        assert!(!s.ready);
+        assert_eq!(
+            s.checks[0].error.as_deref(),
+            Some("no catalog instance is known")
+        );
+        known.store(2, Ordering::SeqCst);
+        r.run_once().await;
+        assert!(r.state().ready);
+        assert_eq!(r.rounds(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -112,3 +112,83 @@ async fn readiness_drives_probes_and_grpc_health_and_sigterm_drains() {
         "listener closed after drain"
     );
 }
+
+async fn series(admin: std::net::SocketAddr) -> (usize, String) {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let n = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    (n, text)
+}
+
+#[tokio::test]
+async fn calls_to_unknown_grpc_methods_add_no_metric_series() {
+    let host = ServiceHost::bind(config(), Metrics::new("test", "1.0.0"))
+        .await
+        .unwrap();
+    let (grpc, admin) = (host.main_addr(), host.admin_addr());
+    let stop = host.shutdown_token();
+    let server = tokio::spawn(host.run_grpc(tonic::service::Routes::default(), &[]));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    let mut junk = async |i: u32| {
+        client.ready().await.unwrap();
+        let path = format!("/junk{i}.Svc{}/Method{i}", i * 7).parse().unwrap();
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        client
+            .unary(tonic::Request::new(()), path, codec)
+            .await
+            .unwrap_err()
+            .code()
+    };
+    // The first unknown call creates the `other` series.
+    assert_eq!(junk(0).await, tonic::Code::Unimplemented);
+    let (before, _) = series(admin).await;
+    for i in 1..=300 {
+        assert_eq!(junk(i).await, tonic::Code::Unimplemented);
+    }
+    let (after, text) = series(admin).await;
+    assert_eq!(before, after, "{text}");
+    assert!(!text.contains("Method1"), "{text}");
+    assert!(
+        text.contains("operation=\"other\",code=\"UNIMPLEMENTED\"} 301"),
+        "{text}"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+#[tokio::test]
+async fn fault_rules_never_touch_health_checks() {
+    let host = ServiceHost::bind(config(), Metrics::new("test", "1.0.0"))
+        .await
+        .unwrap();
+    let grpc = host.main_addr();
+    // A game day delays every call of this instance.
+    host.faults()
+        .add(
+            serde_json::from_value(serde_json::json!({"action": {"type": "delay", "ms": 3000}}))
+                .unwrap(),
+        )
+        .unwrap();
+    let stop = host.shutdown_token();
+    let server = tokio::spawn(host.run_grpc(tonic::service::Routes::default(), &[]));
+    // Health answers (SERVING: no checks registered) well before the
+    // injected delay would have let it.
+    let status = tokio::time::timeout(Duration::from_millis(2500), health(grpc))
+        .await
+        .expect("health check was delayed by a fault rule");
+    assert_eq!(status, ServingStatus::Serving as i32);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}

@@ -12,8 +12,10 @@ use fleet_server::entry::BoxError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::stack::rate_limit::ClientLimiter;
 use crate::stack::{self, StackConfig};
 use crate::state::EdgeState;
+use fleet_resilience::adaptive::AdaptiveLimiter;
 
 /// An edge instance with its listeners bound (port 0 picks a free port).
 #[derive(Debug)]
@@ -64,24 +66,28 @@ impl App {
                 .await,
         );
         let host = ServiceHost::bind(config.server, metrics).await?;
-        let probe = catalog.clone();
-        host.readiness().add("catalog", move || {
-            let c = probe.clone();
-            async move { c.probe().await.map_err(|e| e.to_string()) }
-        });
-        let probe = ratings.clone();
-        host.readiness().add("ratings", move || {
-            let r = probe.clone();
-            async move { r.probe().await.map_err(|e| e.to_string()) }
-        });
+        // Readiness means "I can serve": the catalog is required, so the
+        // edge is unready only while no catalog instance is known at all;
+        // ratings is optional (every ratings part has a fallback), so it
+        // has no say. A slow or failing instance is the breakers' and the
+        // balancer's business, per request.
+        let known = catalog.dependency().clone();
+        host.readiness()
+            .add_required("catalog", move || known.instances().len());
         let stack = StackConfig {
             budgets: config.budgets,
             metrics: host.metrics().http_server(),
+            admission_metrics: host.metrics().admission(),
+            limiter: AdaptiveLimiter::new(host.config().concurrency.clone()),
             faults: host.faults().clone(),
             gameday_token: host.config().admin_token.clone(),
             max_body: config.max_body,
             max_concurrency: config.max_concurrency,
-            rate_limit: config.rate_limit,
+            rate_limit: ClientLimiter::new(
+                config.rate_limit,
+                config.rate_limit_max_clients,
+                config.trusted_proxies,
+            ),
         };
         Ok(Self {
             host,

@@ -6,6 +6,8 @@ use fleet_config::{ConfigError, Env};
 use fleet_rpc::{DependencyConfig, Instance};
 use fleet_server::ServerConfig;
 
+use crate::stack::rate_limit::TrustedProxies;
+
 /// The releases this build implements.
 pub const ALLOWED_VERSIONS: [&str; 1] = ["1.0"];
 /// The release run when `SERVICE_VERSION` is unset.
@@ -79,6 +81,15 @@ pub struct Config {
     /// Largest JSON body accepted; `EDGE_MAX_BODY`, default 4096 bytes
     /// (64..=1048576).
     pub max_body: usize,
+    /// Most client addresses the rate limiter keeps a bucket for (beyond
+    /// it, the least valuable buckets are dropped);
+    /// `EDGE_RATE_LIMIT_MAX_CLIENTS`, 1..=10000000, default 100000.
+    pub rate_limit_max_clients: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client the rate
+    /// limiter keys on: `EDGE_TRUSTED_PROXIES`, comma-separated addresses
+    /// or CIDR blocks (`10.0.0.0/8,::1`); default none (the peer address
+    /// is the client, the header is ignored).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -141,6 +152,16 @@ impl Config {
             max_concurrency: env.number_in("EDGE_MAX_CONCURRENCY", 1024, 1..=100_000)?,
             rate_limit: env.number_in("EDGE_RATE_LIMIT", 0, 0..=1_000_000)?,
             max_body: env.number_in("EDGE_MAX_BODY", 4096, 64..=1_048_576)?,
+            rate_limit_max_clients: env.number_in(
+                "EDGE_RATE_LIMIT_MAX_CLIENTS",
+                100_000,
+                1..=10_000_000,
+            )?,
+            trusted_proxies: {
+                let raw = env.string("EDGE_TRUSTED_PROXIES", "");
+                TrustedProxies::parse(&raw)
+                    .map_err(|e| ConfigError::invalid("EDGE_TRUSTED_PROXIES", &raw, e))?
+            },
         })
     }
 }
@@ -188,8 +209,14 @@ mod tests {
             ("EDGE_MAX_CONCURRENCY", "8"),
             ("EDGE_RATE_LIMIT", "100"),
             ("CATALOG_ADDRS", "127.0.0.1:1@1.2.4,127.0.0.1:2@1.3.0"),
+            ("EDGE_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+            ("EDGE_RATE_LIMIT_MAX_CLIENTS", "500"),
         ]))
         .unwrap();
+        assert_eq!(c.rate_limit_max_clients, 500);
+        assert!(c.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
         assert_eq!(c.budgets.home, Duration::from_millis(250));
         assert_eq!(c.max_concurrency, 8);
         assert_eq!(c.rate_limit, 100);
@@ -209,6 +236,9 @@ mod tests {
             ("EDGE_MAX_BODY", "10"),
             ("EDGE_RATE_LIMIT", "-1"),
             ("CATALOG_PIN", "2.0"),
+            ("EDGE_TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("EDGE_TRUSTED_PROXIES", "proxy.local"),
+            ("EDGE_RATE_LIMIT_MAX_CLIENTS", "0"),
         ] {
             let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");

@@ -101,6 +101,31 @@ impl ApiError {
         }
     }
 
+    /// 503 from adaptive admission: the learned concurrency limit is
+    /// reached, or the budget left is below the route's recent median.
+    pub fn refused(retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the edge cannot serve this request in time now; try again shortly",
+            )
+        }
+    }
+
+    /// 400: a version pin names a version of `service` that no instance
+    /// runs and no route table names.
+    pub fn unknown_version(service: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_version",
+            format!(
+                "x-version-{service} names no known {service} version (use major.minor, e.g. 1.3)"
+            ),
+        )
+    }
+
     /// 503 while draining.
     pub fn draining() -> Self {
         Self {

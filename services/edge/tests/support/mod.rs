@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every instance is started with.
 pub const TOKEN: &str = "edge-test-token-0123456789";
 
+/// The header a game-day client shows the token in.
+pub const GAMEDAY_HEADER: &str = fleet_edge_client::GAMEDAY_TOKEN;
+
 /// An app running on its own task.
 pub struct Running {
     pub addr: SocketAddr,
@@ -175,6 +178,18 @@ impl System {
         sys
     }
 
+    /// Another edge in front of this system's catalogs and ratings.
+    pub async fn another_edge(&self, extra: &[(&str, &str)]) -> Running {
+        let catalog_addrs = format!(
+            "{}@1.2.4,{}@1.3.0",
+            self.catalog_v12.addr, self.catalog_v13.addr
+        );
+        let ratings = self.ratings.as_ref().expect("ratings running");
+        let edge = edge(&catalog_addrs, &ratings.addr.to_string(), extra).await;
+        self.wait_ready(edge.admin).await;
+        edge
+    }
+
     /// Waits until the instance behind `admin` reports ready.
     pub async fn wait_ready(&self, admin: SocketAddr) {
         for _ in 0..250 {
@@ -228,6 +243,25 @@ pub async fn readyz(admin: SocketAddr) -> u16 {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
+}
+
+/// `/readyz`: status and the number of readiness rounds run so far.
+pub async fn readyz_rounds(admin: SocketAddr) -> (u16, u64) {
+    let r = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (status, body["rounds"].as_u64().unwrap())
+}
+
+/// The number of metric series an instance exposes (sample lines).
+pub async fn series_count(admin: SocketAddr) -> usize {
+    metrics(admin)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count()
 }
 
 /// Real calls an instance served (`fleet_rpc_server_requests_total`
