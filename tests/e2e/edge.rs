@@ -109,7 +109,16 @@ async fn titles_in_flight(admins: &[SocketAddr]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
-    let mut sys = System::start_with(Size::default(), &[("SHUTDOWN_GRACE", "10s")]).await;
+    // A title budget beyond the 1 s delay: only the drain could end it.
+    let mut sys = System::start_with(
+        Size::default(),
+        &[
+            ("SHUTDOWN_GRACE", "10s"),
+            ("EDGE_BUDGET_TITLE", "3s"),
+            ("CATALOG_REQUEST_TIMEOUT", "3s"),
+        ],
+    )
+    .await;
     for admin in sys.admin_addrs("catalog") {
         add_fault(
             admin,
@@ -167,7 +176,11 @@ async fn a_drain_that_runs_out_of_grace_and_aborts_requests_does_not_exit_0() {
     // The title budget outlasts the grace period: the drain has to abort.
     let mut sys = System::start_with(
         Size::default(),
-        &[("SHUTDOWN_GRACE", "1s"), ("EDGE_BUDGET_TITLE", "4s")],
+        &[
+            ("SHUTDOWN_GRACE", "1s"),
+            ("EDGE_BUDGET_TITLE", "4s"),
+            ("CATALOG_REQUEST_TIMEOUT", "4s"),
+        ],
     )
     .await;
     for admin in sys.admin_addrs("catalog") {
@@ -218,13 +231,9 @@ async fn a_200ms_budget_is_answered_504_after_it_and_every_hop_stops_at_its_dead
         &[("EDGE_BUDGET_TITLE", "200ms")],
     )
     .await;
-    // The dal never answers the catalog's title lookups.
+    // The dal never answers.
     let dal = sys.admin_addrs("dal")[0];
-    add_fault(
-        dal,
-        json!({"operation": "GetTitles", "action": {"type": "hang"}}),
-    )
-    .await;
+    add_fault(dal, json!({"action": {"type": "hang"}})).await;
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let started = Instant::now();
     let e = c
@@ -245,17 +254,16 @@ async fn a_200ms_budget_is_answered_504_after_it_and_every_hop_stops_at_its_dead
         sum_matching(
             &scrape(admin).await,
             "fleet_rpc_server_requests_total",
-            &[&format!("operation=\"{op}\""), "code=\"DEADLINE_EXCEEDED\""],
+            &[&format!("operation=\"{op}"), "code=\"DEADLINE_EXCEEDED\""],
         )
     };
     let catalog = sys.admin_addrs("catalog")[0];
     let waited = Instant::now();
-    while deadline_on(dal, "GetTitles").await < 1.0 || deadline_on(catalog, "GetTitle").await < 1.0
-    {
+    while deadline_on(dal, "").await < 1.0 || deadline_on(catalog, "GetTitle").await < 1.0 {
         assert!(
             waited.elapsed() < Duration::from_secs(5),
             "no server counted DEADLINE_EXCEEDED: dal {}, catalog {}",
-            deadline_on(dal, "GetTitles").await,
+            deadline_on(dal, "").await,
             deadline_on(catalog, "GetTitle").await
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
