@@ -153,7 +153,10 @@ async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(
     let Some(mut sys) = System::start_in(
         mode,
         Size::default(),
-        &[("RUST_LOG", "info,fleet_server::grpc_context=debug")],
+        &[(
+            "RUST_LOG",
+            "info,fleet_server::grpc_context=debug,fleet_edge::stack=debug",
+        )],
     )
     .await
     else {
