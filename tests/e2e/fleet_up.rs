@@ -20,6 +20,11 @@ fn free_addr() -> String {
 
 /// Starts `fleet up` and waits for its "all N instances ready" line.
 async fn up(data: &std::path::Path, edge: &str) -> (Child, Vec<String>) {
+    up_with(data, edge, &[]).await
+}
+
+/// As [`up`], with more flags.
+async fn up_with(data: &std::path::Path, edge: &str, more: &[&str]) -> (Child, Vec<String>) {
     let fleet = fleet_tests::bin_dir().join("fleet");
     let mut child = Command::new(fleet)
         .args(["up", "--edge-addr", edge, "--data-dir"])
@@ -29,9 +34,15 @@ async fn up(data: &std::path::Path, edge: &str) -> (Child, Vec<String>) {
             "1",
             "--catalog-v1-3",
             "1",
+            "--catalog-v2",
+            "0",
             "--ratings",
             "1",
         ])
+        .args(more)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("SCYLLA_NODES")
+        .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -140,4 +151,110 @@ async fn fleet_up_refuses_bad_flags_before_starting_anything() {
         assert!(!err.trim().is_empty(), "{args:?}: no message");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+/// `fleet <args>` as a user runs it; its stdout (it must succeed).
+async fn fleet_cli(args: &[&str]) -> String {
+    let out = Command::new(fleet_tests::bin_dir().join("fleet"))
+        .args(args)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("ROUTES_KV_PREFIX")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fleet {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// On Consul, `fleet up` seeds the default route tables where none exist
+/// (a table set before is kept), the edge applies the seeded one, and
+/// `fleet route rollback` restores what was in force before the last set —
+/// the seeded table, or no table at all.
+#[tokio::test]
+async fn fleet_up_on_consul_seeds_route_tables_where_absent_and_rollback_restores_none_too() {
+    let Some(bin) = fleet_testkit::backend("FLEET_TEST_CONSUL_BIN") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let agent = fleet_tests::ConsulAgent::start(&bin, &data.path().join("consul")).await;
+    let consul = agent.http_addr().to_string();
+    let store = fleet_discovery::RouteStore::Consul {
+        client: fleet_discovery::ConsulClient::new(&consul).unwrap(),
+        prefix: "fleet/routes/".into(),
+    };
+    // An operator's ratings table from before: seeding must keep it.
+    let mine = fleet::route::parse_weights("ratings", "1.0=100", true).unwrap();
+    store.set(&mine).await.unwrap();
+
+    let edge = free_addr();
+    let (child, out) = up_with(data.path(), &edge, &["--consul", &consul]).await;
+    assert!(
+        out.iter()
+            .any(|l| l.contains("default route tables seeded for catalog")),
+        "{out:#?}"
+    );
+    let catalog = store.show("catalog").await.unwrap().expect("seeded");
+    assert_eq!(catalog.weights["1.2"], 90);
+    assert_eq!(catalog.weights["1.3"], 10);
+    assert!(catalog.sticky);
+    assert_eq!(store.show("ratings").await.unwrap(), Some(mine), "kept");
+    agent
+        .wait_passing("catalog", 2, Duration::from_secs(30))
+        .await;
+
+    let c = fleet_edge_client::EdgeClient::new(&format!("http://{edge}")).unwrap();
+    let t = c
+        .get_title("t00001", &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(t.value.title.id, "t00001");
+
+    let show = fleet_cli(&["route", "show", "--consul", &consul]).await;
+    assert!(
+        show.contains("in force: catalog v1 1.2=90,1.3=10 sticky"),
+        "{show}"
+    );
+    fleet_cli(&["route", "set", "--consul", &consul, "--weights", "1.3=100"]).await;
+    let back = fleet_cli(&["route", "rollback", "--consul", &consul]).await;
+    assert!(
+        back.contains("in force: catalog v1 1.2=90,1.3=10 sticky"),
+        "{back}"
+    );
+    // Before the operator's ratings table there was none: rolling back
+    // removes it, and rolling back again brings it back.
+    let none = fleet_cli(&[
+        "route",
+        "rollback",
+        "--service",
+        "ratings",
+        "--consul",
+        &consul,
+    ])
+    .await;
+    assert!(
+        none.contains("in force: none (every eligible version)"),
+        "{none}"
+    );
+    assert_eq!(store.show("ratings").await.unwrap(), None);
+    fleet_cli(&[
+        "route",
+        "rollback",
+        "--service",
+        "ratings",
+        "--consul",
+        &consul,
+    ])
+    .await;
+    assert_eq!(store.show("ratings").await.unwrap(), Some(mine_again()));
+    stop(child).await;
+    drop(agent);
+}
+
+fn mine_again() -> fleet_rpc::RouteTable {
+    fleet::route::parse_weights("ratings", "1.0=100", true).unwrap()
 }

@@ -2,6 +2,8 @@
 //! load: failover when an instance dies, deadline budgets and the circuit
 //! breaker when a dependency slows down, bulkhead isolation, and load
 //! shedding. Each test prints the figures it measured (`--nocapture`).
+//! Every scenario runs on the embedded default (`embedded::…`) and on
+//! Cassandra, Redis and Consul (`real::…`).
 
 // Test code: a panic is how a test reports a broken system.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fleet_edge_client::{EdgeClient, EdgeError, RequestOptions};
-use fleet_tests::{Size, System, add_fault, clear_faults, scrape, sum_matching};
+use fleet_tests::{Mode, Size, System, add_fault, both_modes, clear_faults, scrape, sum_matching};
 use serde_json::json;
 
 /// One request of an open-loop run: when it was due, how long it took from
@@ -102,18 +104,27 @@ async fn wait_circuit(
     None
 }
 
+both_modes!(
+    one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth,
+    a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_breaker,
+    a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second,
+    a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone,
+    pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out,
+);
+
 fn edge_admin(sys: &System) -> SocketAddr {
     sys.admin_addrs("edge")[0]
 }
 
-#[tokio::test]
-async fn one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth() {
-    let mut sys = System::start(Size {
+async fn one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth(mode: Mode) {
+    let size = Size {
         catalog_v1_2: 2,
         catalog_v1_3: 1,
         ratings: 2,
-    })
-    .await;
+    };
+    let Some(mut sys) = System::start_in(mode, size, &[]).await else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let victim = sys
         .topology
@@ -144,9 +155,14 @@ async fn one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth(
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_breaker() {
-    let mut sys = System::start_with(Size::default(), &[("RATINGS_BREAKER_SLEEP", "1s")]).await;
+async fn a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_breaker(
+    mode: Mode,
+) {
+    let Some(mut sys) =
+        System::start_in(mode, Size::default(), &[("RATINGS_BREAKER_SLEEP", "1s")]).await
+    else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let edge = edge_admin(&sys);
     let before = scrape(edge).await;
@@ -237,9 +253,10 @@ async fn a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second() {
-    let mut sys = System::start(Size::default()).await;
+async fn a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[]).await else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let edge = edge_admin(&sys);
     for admin in sys.admin_addrs("ratings") {
@@ -267,9 +284,11 @@ async fn a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second() {
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone() {
-    let mut sys = System::start_with(Size::default(), &[("RATINGS_BULKHEAD", "4")]).await;
+async fn a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[("RATINGS_BULKHEAD", "4")]).await
+    else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let edge = edge_admin(&sys);
     let cc = c.clone();
@@ -332,9 +351,12 @@ async fn a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone() {
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out() {
-    let mut sys = System::start_with(Size::default(), &[("EDGE_MAX_CONCURRENCY", "8")]).await;
+async fn pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out(mode: Mode) {
+    let Some(mut sys) =
+        System::start_in(mode, Size::default(), &[("EDGE_MAX_CONCURRENCY", "8")]).await
+    else {
+        return;
+    };
     for admin in sys.admin_addrs("catalog") {
         add_fault(
             admin,

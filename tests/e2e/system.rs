@@ -1,5 +1,7 @@
 //! The real binaries on loopback, started exactly as `fleet up` starts them,
-//! driven through the edge's driver client.
+//! driven through the edge's driver client — every scenario twice: on the
+//! embedded default (`embedded::…`) and on Cassandra, Redis and Consul
+//! (`real::…`).
 
 // Test code: a panic is how a test reports a broken system.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,15 +9,24 @@
 use std::time::Duration;
 
 use fleet_edge_client::{EdgeClient, RequestOptions};
-use fleet_tests::{Size, System};
+use fleet_tests::{Mode, Size, System, both_modes};
 
 fn opts() -> RequestOptions {
     RequestOptions::default()
 }
 
-#[tokio::test]
-async fn the_whole_system_serves_every_route_and_stops_cleanly() {
-    let mut sys = System::start(Size::default()).await;
+both_modes!(
+    the_whole_system_serves_every_route_and_stops_cleanly,
+    losing_a_ratings_instance_costs_no_request,
+    the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them,
+    cursors_walk_every_title_of_a_genre_exactly_once_in_order,
+    repeated_and_concurrent_ratings_through_the_edge_never_double_count,
+);
+
+async fn the_whole_system_serves_every_route_and_stops_cleanly(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[]).await else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
 
     let t = c.get_title("t00010", &opts()).await.unwrap();
@@ -53,7 +64,16 @@ async fn the_whole_system_serves_every_route_and_stops_cleanly() {
     assert!(p.applied);
     let home = c.home("e2e-user", &opts()).await.unwrap().value;
     assert!(home.degraded.is_empty(), "{:?}", home.degraded);
+    // Built from the store: the row of what this user is watching holds
+    // exactly the title with its position, and the other rows are filled.
+    assert_eq!(home.rows[0].items.len(), 1, "{:?}", home.rows[0]);
     assert_eq!(home.rows[0].items[0].title.id, "t00010");
+    assert_eq!(home.rows[0].items[0].position_s, Some(300));
+    assert!(
+        home.rows.iter().skip(1).all(|r| !r.items.is_empty()),
+        "{:?}",
+        home.rows
+    );
     let mine = c
         .list_ratings("e2e-user", None, None, &opts())
         .await
@@ -93,9 +113,10 @@ async fn the_whole_system_serves_every_route_and_stops_cleanly() {
     }
 }
 
-#[tokio::test]
-async fn losing_a_ratings_instance_costs_no_request() {
-    let mut sys = System::start(Size::default()).await;
+async fn losing_a_ratings_instance_costs_no_request(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[]).await else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     // Ordinary traffic first: it earns the retry budget (retries are at
     // most 10% of requests) that failing over will spend.
@@ -128,29 +149,38 @@ async fn losing_a_ratings_instance_costs_no_request() {
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them() {
-    let mut sys = System::start_with(
+async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(mode: Mode) {
+    let Some(mut sys) = System::start_in(
+        mode,
         Size::default(),
-        &[("RUST_LOG", "info,fleet_server::grpc_context=debug")],
+        &[(
+            "RUST_LOG",
+            "info,fleet_server::grpc_context=debug,fleet_edge::stack=debug",
+        )],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let c = EdgeClient::new(&sys.edge_url()).unwrap();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let rid = "e2e-trace-req-1";
     let o = RequestOptions {
-        request_id: Some("e2e-trace-req-1".into()),
+        request_id: Some(rid.into()),
         ..RequestOptions::default()
     }
     .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
-    let r = c.get_title("t00042", &o).await.unwrap();
-    assert_eq!(r.request_id, "e2e-trace-req-1");
+    // A home page: the edge fans out to catalog and ratings, both call the
+    // dal — all four services serve this one request.
+    let r = c.home("u00007", &o).await.unwrap();
+    assert_eq!(r.request_id, rid);
     sys.topology.stop(Duration::from_secs(10)).await;
 
-    // The catalog and the dal behind it served this request in the same
-    // trace, and said so in their logs.
+    // Every service logged this request, and every line that names the
+    // request names its trace too (and the other way round).
     let logs = sys.data.path().join("logs");
-    for service in ["catalog", "dal"] {
-        let mut found = false;
+    for service in ["edge", "catalog", "ratings", "dal"] {
+        let mut lines = Vec::new();
         for entry in std::fs::read_dir(&logs).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -158,13 +188,140 @@ async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            found |= text
-                .lines()
-                .any(|l| l.contains("\"request_id\":\"e2e-trace-req-1\"") && l.contains(trace));
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.contains(rid) || l.contains(trace))
+                    .map(str::to_owned),
+            );
         }
-        assert!(
-            found,
-            "no {service} log line names the request and its trace"
-        );
+        assert!(!lines.is_empty(), "no {service} log line names the request");
+        for l in &lines {
+            assert!(
+                l.contains(&format!("\"request_id\":\"{rid}\"")) && l.contains(trace),
+                "{service} logged a line of the request without both ids: {l}"
+            );
+        }
     }
+}
+
+/// Pages of 7 through one genre (the dal pages Cassandra with its own
+/// paging state, embedded redb by key): every title of the genre, as the
+/// seed made them, exactly once and in id order.
+async fn cursors_walk_every_title_of_a_genre_exactly_once_in_order(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[]).await else {
+        return;
+    };
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    let genre = "drama";
+    let expected: Vec<String> = fleet_seed::titles(&fleet_seed::SeedConfig::default())
+        .into_iter()
+        .filter(|t| t.genre == genre)
+        .map(|t| t.id)
+        .collect();
+    assert!(expected.len() > 20, "the seed has a real genre to page");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_titles(Some(genre), Some(7), cursor.as_deref(), &opts())
+            .await
+            .unwrap()
+            .value;
+        pages += 1;
+        assert!(page.items.len() <= 7);
+        assert!(page.items.iter().all(|t| t.genre == genre));
+        seen.extend(page.items.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages <= expected.len(), "the cursor never ends");
+    }
+    assert_eq!(seen, expected, "{mode:?}: every title once, in order");
+    assert_eq!(
+        pages,
+        expected.len().div_ceil(7).max(1),
+        "no empty extra page beyond one"
+    );
+    sys.topology.stop(Duration::from_secs(10)).await;
+}
+
+/// A rating sent twice, re-rated, and raced by many users and by one
+/// user's concurrent changes: the title's summary moves by exactly what
+/// the stored ratings say.
+async fn repeated_and_concurrent_ratings_through_the_edge_never_double_count(mode: Mode) {
+    let Some(mut sys) = System::start_in(mode, Size::default(), &[]).await else {
+        return;
+    };
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    let title = "t00321";
+    let summary = |r: &fleet_edge_client::model::TitleResponse| {
+        let s = r
+            .title
+            .rating
+            .clone()
+            .unwrap_or(fleet_edge_client::model::RatingSummary {
+                count: 0,
+                average: 0.0,
+            });
+        let sum = (s.average * s.count as f64).round() as u64;
+        (s.count, sum)
+    };
+    let (count0, sum0) = summary(&c.get_title(title, &opts()).await.unwrap().value);
+
+    // The same rating twice (a client retry), then a change of mind.
+    let first = c
+        .rate_title("idem-1", title, 4, &opts())
+        .await
+        .unwrap()
+        .value;
+    let again = c
+        .rate_title("idem-1", title, 4, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(first.summary.count, count0 + 1);
+    assert_eq!(again.summary.count, count0 + 1, "a repeat counts once");
+    let changed = c
+        .rate_title("idem-1", title, 2, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(changed.summary.count, count0 + 1, "a change replaces");
+
+    // 12 users at once, and one user changing their mind 6 times at once.
+    let mut tasks = Vec::new();
+    for u in 0..12u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.rate_title(&format!("idem-many-{u}"), title, 1 + u % 5, &opts())
+                .await
+        }));
+    }
+    for stars in 1..=5u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.rate_title("idem-racer", title, stars, &opts()).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let racer = c
+        .list_ratings("idem-racer", None, None, &opts())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(racer.items.len(), 1, "one rating per user and title");
+    let racer_stars = u64::from(racer.items[0].stars);
+    let many: u64 = (0..12u64).map(|u| 1 + u % 5).sum();
+    let (count, sum) = summary(&c.get_title(title, &opts()).await.unwrap().value);
+    assert_eq!(count, count0 + 1 + 12 + 1, "{mode:?}: every user once");
+    assert_eq!(
+        sum,
+        sum0 + 2 + many + racer_stars,
+        "{mode:?}: the sum is the stored ratings'"
+    );
+    sys.topology.stop(Duration::from_secs(10)).await;
 }

@@ -1,17 +1,30 @@
 //! Harness for the end-to-end tests: starts the real service binaries on
 //! free loopback ports (through `fleet`'s own supervisor, so the tests run
 //! the system exactly as `fleet up` does) and reads what they expose.
+//!
+//! A system runs in one of two [`Mode`]s: on the embedded default, or on
+//! the real backends of `scripts/backends` — the shared Cassandra (a
+//! keyspace of its own) and Redis (a key prefix of its own), and a Consul
+//! dev agent of its own started from the same binary (every system
+//! registers services named `catalog`, `ratings`, …, so two systems on one
+//! agent would discover each other). Missing real backends follow the one
+//! skip policy (`fleet_testkit`).
 
 #![forbid(unsafe_code)]
 // A test-support crate: a panic is how a test reports a broken system.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod rehearse;
+mod consul;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fleet::topology::{Launcher, Topology, TopologyOptions};
+use fleet::topology::{Backends, Launcher, Topology, TopologyOptions};
+use fleet_discovery::{ConsulClient, RouteStore};
+
+pub use consul::ConsulAgent;
 
 /// The directory cargo put this workspace's binaries in (the test binary
 /// lives in its `deps/` subdirectory).
@@ -57,19 +70,90 @@ impl Default for Size {
     }
 }
 
+/// What a test system runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// redb, the in-process cache, static address lists, route files.
+    Embedded,
+    /// Cassandra, Redis and Consul from `scripts/backends`.
+    Real,
+}
+
+/// Generates `embedded::<name>` and `real::<name>` tests, each calling the
+/// scenario `<name>(Mode)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Mode::Embedded).await;
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Mode::Real).await;
+                }
+            )*
+        }
+    };
+}
+
+/// At most this many systems run at once in one test binary
+/// (`FLEET_E2E_SYSTEMS`, default 2): each is six or more processes, and
+/// the machine has two cores; the scenarios measure latencies.
+static SYSTEMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+static SYSTEMS_INIT: std::sync::Once = std::sync::Once::new();
+
+async fn system_permit() -> tokio::sync::SemaphorePermit<'static> {
+    SYSTEMS_INIT.call_once(|| {
+        let n = std::env::var("FLEET_E2E_SYSTEMS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(2);
+        SYSTEMS.add_permits(n);
+    });
+    SYSTEMS.acquire().await.expect("semaphore never closed")
+}
+
 /// A running system with its own data directory.
 pub struct System {
-    /// The processes.
+    /// The processes (declared first: stopped before the agent below).
     pub topology: Topology,
     /// Its data (deleted on drop).
     pub data: tempfile::TempDir,
+    /// What it runs on.
+    pub mode: Mode,
+    /// The backends every instance was given.
+    pub backends: Backends,
+    /// Real mode: this system's own Consul agent.
+    pub consul: Option<ConsulAgent>,
+    _permit: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// A name no other system of this machine uses (keyspace, key prefix).
+fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{prefix}_{}_{t}_{n}", std::process::id())
 }
 
 /// The admin token every instance of a test system is started with.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
 impl System {
-    /// Starts dal, catalog, ratings and edge binaries on free ports.
+    /// Starts dal, catalog, ratings and edge binaries on free ports, on
+    /// the embedded default.
     pub async fn start(size: Size) -> Self {
         Self::start_with(size, &[]).await
     }
@@ -77,7 +161,42 @@ impl System {
     /// As [`System::start`], with extra environment for every instance
     /// (e.g. `RATINGS_BREAKER_SLEEP`).
     pub async fn start_with(size: Size, env: &[(&str, &str)]) -> Self {
+        Self::start_in(Mode::Embedded, size, env)
+            .await
+            .expect("the embedded default needs no backend")
+    }
+
+    /// Starts a system in `mode`; `None` when the real backends are
+    /// missing here (the test was reported skipped; in CI it failed).
+    /// Real mode waits until Consul lists every instance as passing.
+    pub async fn start_in(mode: Mode, size: Size, env: &[(&str, &str)]) -> Option<Self> {
+        let permit = system_permit().await;
         let data = tempfile::tempdir().expect("tempdir");
+        let routes_dir = data.path().join("routes");
+        std::fs::create_dir_all(&routes_dir).unwrap();
+        let (backends, consul) = match mode {
+            Mode::Embedded => (Backends::default(), None),
+            Mode::Real => {
+                let nodes = fleet_testkit::backend("FLEET_TEST_SCYLLA_NODES")?;
+                let redis = fleet_testkit::backend("FLEET_TEST_REDIS_URL")?;
+                let bin = fleet_testkit::backend("FLEET_TEST_CONSUL_BIN")?;
+                let agent = ConsulAgent::start(&bin, &data.path().join("consul")).await;
+                let backends = Backends {
+                    scylla_nodes: Some(nodes),
+                    scylla_keyspace: Some(unique_name("e2e")),
+                    redis_url: Some(redis),
+                    redis_key_prefix: Some(format!("{}:", unique_name("e2e"))),
+                    consul: Some(agent.http_addr().to_string()),
+                    routes_kv_prefix: Some("fleet/routes/".into()),
+                };
+                (backends, Some(agent))
+            }
+        };
+        let ready_timeout = match mode {
+            Mode::Embedded => Duration::from_secs(60),
+            // A fresh keyspace: the dal migrates and seeds it first.
+            Mode::Real => Duration::from_secs(300),
+        };
         let topology = Topology::start(TopologyOptions {
             edge_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data.path().to_path_buf(),
@@ -88,16 +207,49 @@ impl System {
             ratings: size.ratings,
             launcher: Launcher::Binaries(bin_dir()),
             admin_token: ADMIN_TOKEN.into(),
-            extra_env: [("RUST_LOG", "info"), ("READINESS_INTERVAL", "200ms")]
-                .iter()
-                .chain(env)
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ready_timeout: Duration::from_secs(60),
+            backends: backends.clone(),
+            extra_env: [
+                ("RUST_LOG", "info"),
+                ("READINESS_INTERVAL", "200ms"),
+                ("ROUTES_DIR", routes_dir.to_str().unwrap()),
+            ]
+            .iter()
+            .chain(env)
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            ready_timeout,
         })
         .await
-        .unwrap_or_else(|e| panic!("system did not start: {e}"));
-        Self { topology, data }
+        .unwrap_or_else(|e| panic!("system did not start ({mode:?}): {e}"));
+        let sys = Self {
+            topology,
+            data,
+            mode,
+            backends,
+            consul,
+            _permit: permit,
+        };
+        if let Some(agent) = &sys.consul {
+            for service in ["dal", "catalog", "ratings", "edge"] {
+                let n = sys.admin_addrs(service).len();
+                agent
+                    .wait_passing(service, n, Duration::from_secs(30))
+                    .await;
+            }
+        }
+        Some(sys)
+    }
+
+    /// Where this system's route tables are: its `ROUTES_DIR`, or its
+    /// Consul agent's KV.
+    pub fn route_store(&self) -> RouteStore {
+        match (&self.consul, &self.backends.routes_kv_prefix) {
+            (Some(agent), Some(prefix)) => RouteStore::Consul {
+                client: ConsulClient::new(&agent.http_addr().to_string()).unwrap(),
+                prefix: prefix.clone(),
+            },
+            _ => RouteStore::Dir(self.data.path().join("routes")),
+        }
     }
 
     /// The edge's base URL.

@@ -2,12 +2,13 @@
 //! table — in Consul KV when `CONSUL_HTTP_ADDR` is set, else in the
 //! embedded default's files (`ROUTES_DIR`, default `./data/run/routes`,
 //! which `fleet up` writes and every instance watches). Setting a table
-//! keeps the replaced one alongside; `rollback` puts it back.
+//! keeps what it replaced alongside — a table, or "none" when there was no
+//! table — and `rollback` puts that back.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fleet_discovery::{ConsulClient, DEFAULT_KV_PREFIX, RouteStore};
+use fleet_discovery::{ConsulClient, DEFAULT_KV_PREFIX, Previous, RouteStore};
 use fleet_rpc::{MajorMinor, RouteTable};
 
 /// Flags of `fleet route`.
@@ -19,9 +20,13 @@ pub struct RouteArgs {
     /// The service whose table is read or changed.
     #[arg(long, global = true, default_value = "catalog")]
     pub service: String,
-    /// The Consul agent holding the tables (`fleet/routes/<service>`).
+    /// The Consul agent holding the tables (`<prefix><service>`).
     #[arg(long, global = true, env = "CONSUL_HTTP_ADDR")]
     pub consul: Option<String>,
+    /// With Consul: the KV prefix of the tables, as the instances'
+    /// `ROUTES_KV_PREFIX`.
+    #[arg(long, global = true, env = "ROUTES_KV_PREFIX", default_value = DEFAULT_KV_PREFIX)]
+    pub kv_prefix: String,
     /// Without Consul: the directory of `<service>.json` tables.
     #[arg(
         long,
@@ -62,7 +67,7 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     let store = match &args.consul {
         Some(addr) => RouteStore::Consul {
             client: ConsulClient::new(addr)?,
-            prefix: DEFAULT_KV_PREFIX.to_owned(),
+            prefix: args.kv_prefix.clone(),
         },
         None => RouteStore::Dir(args.routes_dir.clone()),
     };
@@ -70,9 +75,13 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     match args.action {
         RouteAction::Show => {
             let current = store.show(service).await?;
-            let previous = store.previous(service).await.ok().flatten();
+            let previous = match store.previous(service).await? {
+                Previous::Nothing => "nothing to roll back to".to_owned(),
+                Previous::NoTable => describe(None),
+                Previous::Table(t) => describe(Some(&t)),
+            };
             println!("in force: {}", describe(current.as_ref()));
-            println!("previous: {}", describe(previous.as_ref()));
+            println!("previous: {previous}");
         }
         RouteAction::Set {
             weights,
@@ -93,10 +102,45 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
         }
         RouteAction::Rollback => {
             let table = store.rollback(service).await?;
-            println!("rolled back; in force: {}", describe(Some(&table)));
+            println!("rolled back; in force: {}", describe(table.as_ref()));
         }
     }
     Ok(())
+}
+
+/// The default route tables, one per routed service: the files compose's
+/// `routes-seed` and Kubernetes' `routes-seed` Job put into Consul KV.
+pub const DEFAULT_TABLES: [(&str, &str); 2] = [
+    (
+        "catalog",
+        include_str!("../../../deploy/routes/catalog.json"),
+    ),
+    (
+        "ratings",
+        include_str!("../../../deploy/routes/ratings.json"),
+    ),
+];
+
+/// Puts each default table in force where its service has none yet (a
+/// table already there — set by hand, or kept from an earlier run — is
+/// left alone). Returns the services whose table was written.
+///
+/// # Errors
+/// When the store fails, or a default table is invalid.
+pub async fn seed_defaults(store: &RouteStore) -> anyhow::Result<Vec<&'static str>> {
+    let mut written = Vec::new();
+    for (service, text) in DEFAULT_TABLES {
+        let table = fleet_discovery::parse_table(service, text.as_bytes())
+            .with_context(|| format!("the default route table of {service} is invalid"))?;
+        if store
+            .seed(&table)
+            .await
+            .with_context(|| format!("failed to seed the route table of {service}"))?
+        {
+            written.push(service);
+        }
+    }
+    Ok(written)
 }
 
 fn describe(t: Option<&RouteTable>) -> String {
@@ -148,6 +192,21 @@ pub fn parse_weights(service: &str, text: &str, sticky: bool) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_default_tables_are_valid_and_seeded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RouteStore::Dir(dir.path().to_path_buf());
+        assert_eq!(
+            seed_defaults(&store).await.unwrap(),
+            vec!["catalog", "ratings"]
+        );
+        let catalog = store.show("catalog").await.unwrap().unwrap();
+        assert_eq!(catalog.weights["1.2"], 90);
+        assert_eq!(catalog.weights["1.3"], 10);
+        assert!(catalog.sticky);
+        assert!(seed_defaults(&store).await.unwrap().is_empty());
+    }
 
     #[test]
     fn weights_parse_into_a_valid_table() {

@@ -4,6 +4,12 @@
 //! the edge. Each tier is started, then waited on until ready, before the
 //! next one is given its addresses (static discovery: the embedded default).
 //! Shutdown runs in reverse: the edge drains first, the dal last.
+//!
+//! [`Backends`] chooses what every instance runs on: the embedded default
+//! (redb, an in-process cache, static address lists, route-table files), or
+//! real Cassandra/Scylla, Redis and Consul — then every instance registers
+//! in Consul and finds its dependencies and route tables there, the static
+//! lists serving only until Consul first answers, as in compose.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +47,65 @@ impl Launcher {
     }
 }
 
+/// The real backends every instance runs against; `Default` is the
+/// embedded default (no real backend at all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backends {
+    /// Cassandra/Scylla contact points for every dal (`SCYLLA_NODES`,
+    /// `host:port,…`); `None`: each dal's embedded store.
+    pub scylla_nodes: Option<String>,
+    /// The keyspace (`SCYLLA_KEYSPACE`); `None`: the dal's default. Two
+    /// systems sharing a cluster each need their own.
+    pub scylla_keyspace: Option<String>,
+    /// Redis for the dal's cache (`REDIS_URL`); `None`: in-process.
+    pub redis_url: Option<String>,
+    /// The dal's Redis key namespace (`REDIS_KEY_PREFIX`); `None`: the
+    /// dal's default.
+    pub redis_key_prefix: Option<String>,
+    /// The Consul agent (`CONSUL_HTTP_ADDR`): every instance registers,
+    /// discovers its dependencies and watches its route tables in KV.
+    /// `None`: static lists and `ROUTES_DIR` files.
+    pub consul: Option<String>,
+    /// Where the route tables are in KV (`ROUTES_KV_PREFIX`); `None`:
+    /// `fleet/routes/`.
+    pub routes_kv_prefix: Option<String>,
+}
+
+impl Backends {
+    /// The environment that puts an instance on these backends.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("SCYLLA_NODES", &self.scylla_nodes),
+            ("SCYLLA_KEYSPACE", &self.scylla_keyspace),
+            ("REDIS_URL", &self.redis_url),
+            ("REDIS_KEY_PREFIX", &self.redis_key_prefix),
+            ("CONSUL_HTTP_ADDR", &self.consul),
+            ("ROUTES_KV_PREFIX", &self.routes_kv_prefix),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+        .collect()
+    }
+
+    /// One line for people: what the system runs on.
+    pub fn describe(&self) -> String {
+        format!(
+            "store: {}; cache: {}; discovery: {}",
+            self.scylla_nodes.as_deref().map_or_else(
+                || "embedded (redb)".to_owned(),
+                |n| format!("Cassandra/Scylla at {n}")
+            ),
+            self.redis_url
+                .as_deref()
+                .map_or("in-process", |_| "Redis (REDIS_URL)"),
+            self.consul.as_deref().map_or_else(
+                || "static lists, route files".to_owned(),
+                |c| format!("Consul at {c}, route tables in KV")
+            ),
+        )
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct TopologyOptions {
@@ -62,7 +127,10 @@ pub struct TopologyOptions {
     pub launcher: Launcher,
     /// Token every instance's admin port requires for changes.
     pub admin_token: String,
-    /// Environment given to every instance on top of the inherited one.
+    /// The stores, cache and discovery every instance uses.
+    pub backends: Backends,
+    /// Environment given to every instance on top of the inherited one
+    /// and of `backends` (applied last: it wins).
     pub extra_env: Vec<(String, String)>,
     /// Limit for each instance to start listening and to become ready.
     pub ready_timeout: Duration,
@@ -205,6 +273,7 @@ impl Topology {
             ("ADMIN_TOKEN".into(), self.opts.admin_token.clone()),
             ("ZONE".into(), "local".into()),
         ]);
+        env.extend(self.opts.backends.env());
         env.extend(self.opts.extra_env.iter().cloned());
         ChildSpec {
             instance_id: id.into(),
@@ -374,12 +443,16 @@ fn validate(o: &TopologyOptions) -> Result<(), TopologyError> {
         ));
     }
     let shared_store = o
-        .extra_env
-        .iter()
-        .any(|(k, v)| k == "SCYLLA_NODES" && !v.is_empty());
+        .backends
+        .scylla_nodes
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+        || o.extra_env
+            .iter()
+            .any(|(k, v)| k == "SCYLLA_NODES" && !v.is_empty());
     if o.dal > 1 && !shared_store {
         return Err(TopologyError::Invalid(
-            "the embedded store belongs to one dal instance; set SCYLLA_NODES to run more than one"
+            "the embedded store belongs to one dal instance; give Cassandra/Scylla (SCYLLA_NODES) to run more than one"
                 .into(),
         ));
     }

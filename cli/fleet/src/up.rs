@@ -1,6 +1,8 @@
 //! `fleet up`: the whole system as local processes — on embedded defaults,
-//! or on real Cassandra/Scylla and Redis when `SCYLLA_NODES` / `REDIS_URL`
-//! are given.
+//! or on real Cassandra/Scylla, Redis and Consul when `SCYLLA_NODES` /
+//! `REDIS_URL` / `CONSUL_HTTP_ADDR` are given (flags or environment). On
+//! Consul the default route tables are seeded into KV where absent, as
+//! compose's `routes-seed` does; on files, into `<data>/run/routes`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use fleet_discovery::{ConsulClient, RouteStore};
+
 use crate::supervisor::{RestartBackoff, RestartPolicy, RunningChild};
-use crate::topology::{Launcher, Topology, TopologyOptions};
+use crate::topology::{Backends, Launcher, Topology, TopologyOptions};
 
 /// Flags of `fleet up`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +50,15 @@ pub struct UpArgs {
     /// in-process cache.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Consul agent (`host:port`): every instance registers there and
+    /// finds its dependencies and route tables there; the default tables
+    /// are seeded into KV where absent. Unset: static address lists and
+    /// route files.
+    #[arg(long, env = "CONSUL_HTTP_ADDR")]
+    pub consul: Option<String>,
+    /// With Consul: where the route tables are in KV.
+    #[arg(long, env = "ROUTES_KV_PREFIX", default_value = fleet_discovery::DEFAULT_KV_PREFIX)]
+    pub routes_kv_prefix: String,
     /// How long each instance may take to become ready (default 60s, or
     /// 300s with `SCYLLA_NODES`: a first start migrates and seeds it).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -80,33 +93,39 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     write_private(&run_dir.join("admin-token"), &admin_token)?;
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let backends = Backends {
+        scylla_nodes: nonempty(&args.scylla_nodes),
+        redis_url: nonempty(&args.redis_url),
+        consul: nonempty(&args.consul),
+        routes_kv_prefix: nonempty(&args.consul).map(|_| args.routes_kv_prefix.clone()),
+        ..Backends::default()
+    };
     let mut extra_env = Vec::new();
-    // The embedded default's route tables: files every instance watches
-    // (`fleet route set` changes them live). Kept across restarts.
-    let routes_dir = run_dir.join("routes");
-    write_default_routes(&routes_dir)?;
-    extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
-    if let Some(nodes) = &args.scylla_nodes {
-        extra_env.push(("SCYLLA_NODES".to_owned(), nodes.clone()));
-    }
-    if let Some(url) = &args.redis_url {
-        extra_env.push(("REDIS_URL".to_owned(), url.clone()));
-    }
-    println!(
-        "fleet: dal store: {}; cache: {}",
-        args.scylla_nodes.as_deref().map_or_else(
-            || "embedded (redb)".to_owned(),
-            |n| format!("Cassandra/Scylla at {n}")
-        ),
-        if args.redis_url.is_some() {
-            "Redis (REDIS_URL)"
-        } else {
-            "in-process"
+    // The default route tables, where every instance watches them (`fleet
+    // route set` changes them live); a table already there is kept.
+    let routes = match &backends.consul {
+        Some(addr) => RouteStore::Consul {
+            client: ConsulClient::new(addr).context("unusable --consul / CONSUL_HTTP_ADDR")?,
+            prefix: args.routes_kv_prefix.clone(),
         },
-    );
+        None => {
+            let routes_dir = run_dir.join("routes");
+            extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
+            RouteStore::Dir(routes_dir)
+        }
+    };
+    let seeded = crate::route::seed_defaults(&routes).await?;
+    println!("fleet: {}", backends.describe());
+    if !seeded.is_empty() {
+        println!(
+            "fleet: default route tables seeded for {}",
+            seeded.join(", ")
+        );
+    }
     let ready_timeout = args
         .ready_timeout
-        .unwrap_or(if args.scylla_nodes.is_some() {
+        .unwrap_or(if backends.scylla_nodes.is_some() {
             Duration::from_secs(300)
         } else {
             Duration::from_secs(60)
@@ -125,6 +144,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ratings: args.ratings,
         launcher: Launcher::MultiCall(exe),
         admin_token,
+        backends,
         extra_env,
         ready_timeout,
     })
@@ -355,29 +375,6 @@ async fn watch_until_stopped(
             }
         }
     }
-}
-
-/// The tables the deploy files seed into Consul KV, written where the
-/// embedded default reads them unless they exist already.
-fn write_default_routes(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    for (service, table) in [
-        (
-            "catalog",
-            include_str!("../../../deploy/routes/catalog.json"),
-        ),
-        (
-            "ratings",
-            include_str!("../../../deploy/routes/ratings.json"),
-        ),
-    ] {
-        let path = dir.join(format!("{service}.json"));
-        if !path.exists() {
-            std::fs::write(&path, table)
-                .with_context(|| format!("failed to write {}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -14,18 +14,7 @@ use clap::Parser as _;
 use fleet_discovery::{ConsulClient, Discovery, DiscoveryConfig, HealthCheck, Registration};
 
 fn consul_addr() -> Option<String> {
-    match std::env::var("FLEET_TEST_CONSUL_HTTP_ADDR") {
-        Ok(a) if !a.is_empty() => Some(a),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("FLEET_TEST_CONSUL_HTTP_ADDR is not set: run scripts/backends up consul")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: FLEET_TEST_CONSUL_HTTP_ADDR is not set (scripts/backends up consul)"
-            );
-            None
-        }
-    }
+    fleet_testkit::backend("FLEET_TEST_CONSUL_HTTP_ADDR")
 }
 
 fn unique(prefix: &str) -> &'static str {
@@ -167,4 +156,61 @@ async fn status_lists_instances_with_version_zone_and_health() {
     assert_eq!(row.health, "critical");
     fleet(&["status", "--consul", &consul]).await;
     client.deregister(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_the_first_set_restores_no_table_and_clients_see_none() {
+    let Some(consul) = consul_addr() else { return };
+    let service = unique("none");
+    let metrics = fleet_metrics::Metrics::new("test", "1.0.0");
+    let discovery = Discovery::new(
+        DiscoveryConfig {
+            consul_addr: Some(consul.clone()),
+            ..DiscoveryConfig::default()
+        },
+        &metrics,
+    )
+    .unwrap();
+    let mut rx = discovery.routes(service).await;
+    assert!(rx.borrow_and_update().is_none(), "no table to begin with");
+    let c = consul.as_str();
+    fleet(&[
+        "route",
+        "set",
+        "--service",
+        service,
+        "--consul",
+        c,
+        "--weights",
+        "1.3=100",
+    ])
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rx.borrow_and_update().is_some());
+
+    fleet(&["route", "rollback", "--service", service, "--consul", c]).await;
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rx.borrow_and_update().is_none(),
+        "back to every eligible version"
+    );
+    let store = fleet_discovery::RouteStore::Consul {
+        client: ConsulClient::new(c).unwrap(),
+        prefix: fleet_discovery::DEFAULT_KV_PREFIX.to_owned(),
+    };
+    assert_eq!(store.show(service).await.unwrap(), None);
+    // And forward again: the rolled-back table is the previous now.
+    fleet(&["route", "rollback", "--service", service, "--consul", c]).await;
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let weights = rx.borrow().as_ref().map(|t| t.weights.clone());
+    assert_eq!(weights, Some(BTreeMap::from([("1.3".to_owned(), 100)])));
 }

@@ -414,6 +414,60 @@ impl ConsulClient {
         })
     }
 
+    /// Writes `value` at `key` only if the key does not exist yet (Consul's
+    /// check-and-set with index 0, so two writers cannot both create it).
+    /// Returns whether it was written.
+    ///
+    /// # Errors
+    /// [`ConsulError`].
+    pub async fn kv_create(&self, key: &str, value: &[u8]) -> Result<bool, ConsulError> {
+        let what = format!("create {key}");
+        let resp = self
+            .send(
+                &what,
+                self.http
+                    .put(format!("{}/v1/kv/{key}?cas=0", self.base))
+                    .timeout(Duration::from_secs(5))
+                    .body(value.to_vec()),
+            )
+            .await?;
+        let ok = resp.text().await.map_err(|e| self.transport(e))?;
+        match ok.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ConsulError::Status {
+                what,
+                status: 200,
+                body: ok,
+            }),
+        }
+    }
+
+    /// Deletes `key` (absent already: nothing to do).
+    ///
+    /// # Errors
+    /// [`ConsulError`].
+    pub async fn kv_delete(&self, key: &str) -> Result<(), ConsulError> {
+        let what = format!("delete {key}");
+        let resp = self
+            .send(
+                &what,
+                self.http
+                    .delete(format!("{}/v1/kv/{key}", self.base))
+                    .timeout(Duration::from_secs(5)),
+            )
+            .await?;
+        let ok = resp.text().await.map_err(|e| self.transport(e))?;
+        if ok.trim() != "true" {
+            return Err(ConsulError::Status {
+                what,
+                status: 200,
+                body: ok,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `value` at `key`.
     ///
     /// # Errors

@@ -34,7 +34,7 @@ use fleet_rpc::{Dependency, DependencyConfig, Instance, InstanceSource};
 pub use config::{CheckKind, DEFAULT_KV_PREFIX, DiscoveryConfig};
 pub use consul::{ConsulClient, ConsulError, HealthCheck, Indexed, Registration, ServiceEntry};
 pub use metrics::DiscoveryMetrics;
-pub use routes::{RouteStore, RouteStoreError};
+pub use routes::{Previous, RouteStore, RouteStoreError};
 pub use watch::{
     FILE_POLL, RouteReceiver, parse_table, to_instances, watch_instances, watch_routes_file,
     watch_routes_kv,

@@ -341,7 +341,7 @@ async fn route_set_takes_effect_and_rollback_restores_the_old_split_within_5s() 
 
     let t1 = Instant::now();
     let restored = routes.rollback(service).await.unwrap();
-    assert_eq!(restored, old);
+    assert_eq!(restored, Some(old.clone()));
     wait_until("rollback applied", Duration::from_secs(5), async || {
         dep.route_table().as_deref() == Some(&old)
     })

@@ -17,15 +17,8 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_outage_keeps_the_last_known_instances_and_reports_staleness() {
     let Some(consul) = consul_addr() else { return };
-    let ctl = match std::env::var("FLEET_TEST_BACKENDS_CTL") {
-        Ok(c) if !c.is_empty() => c,
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("FLEET_TEST_BACKENDS_CTL is not set: run scripts/backends up consul")
-        }
-        _ => {
-            eprintln!("SKIPPED: FLEET_TEST_BACKENDS_CTL is not set");
-            return;
-        }
+    let Some(ctl) = fleet_testkit::backend("FLEET_TEST_BACKENDS_CTL") else {
+        return;
     };
     let service = unique("outage");
     let inst = Running::start(&consul, service, "1.0.0", "0s");

@@ -20,20 +20,10 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 pub static CHECK: Operation = Operation::new("/grpc.health.v1.Health/Check", "Check", true);
 
-/// The agent, or `None` (loudly) outside CI; a failure in CI.
+/// The agent, or `None` (the test skips): the one skip policy
+/// (`fleet_testkit`; a failure when `CI` is set).
 pub fn consul_addr() -> Option<String> {
-    match std::env::var("FLEET_TEST_CONSUL_HTTP_ADDR") {
-        Ok(a) if !a.is_empty() => Some(a),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("FLEET_TEST_CONSUL_HTTP_ADDR is not set: run scripts/backends up consul")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: FLEET_TEST_CONSUL_HTTP_ADDR is not set (scripts/backends up consul)"
-            );
-            None
-        }
-    }
+    fleet_testkit::backend("FLEET_TEST_CONSUL_HTTP_ADDR")
 }
 
 pub fn unique(prefix: &str) -> &'static str {

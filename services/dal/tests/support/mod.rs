@@ -2,8 +2,8 @@
 //! started in-process on port 0, a driver client for it.
 //!
 //! Real servers come from `scripts/backends up` through the `FLEET_TEST_*`
-//! variables. A missing one fails the test when `CI=true` and skips it
-//! with a loud message otherwise — never silently.
+//! variables. A missing one fails the test when `CI` is set and skips it
+//! loudly otherwise (`fleet_testkit`, the one skip policy).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,27 +17,10 @@ use fleet_dal::{App, Config};
 use fleet_dal_client::{CallOptions, DalClient, Dependency, DependencyConfig, InstanceSource};
 use fleet_metrics::Metrics;
 
-/// The value of a `FLEET_TEST_*` variable, or `None` (the caller skips)
-/// after a loud message; panics instead when `CI=true`.
-pub fn backend_var(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Some(v),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !ci,
-                "{test}: {var} is not set and CI=true: a missing backend fails the run \
-                 (run the tests through scripts/test, or source the env file \
-                 `scripts/backends up` prints)"
-            );
-            eprintln!(
-                "\n!!!!! SKIPPED {test}: {var} is not set. Run `scripts/backends up` and \
-                 source the env file it prints (or use scripts/test) to test against the \
-                 real server. With CI=true this is a failure. !!!!!\n"
-            );
-            None
-        }
-    }
+/// The value of a `FLEET_TEST_*` variable, or `None` (the caller skips);
+/// the decision is the workspace's one skip policy (`fleet_testkit`).
+pub fn backend_var(var: &str, _test: &str) -> Option<String> {
+    fleet_testkit::backend(var)
 }
 
 /// Which store a suite test runs against.
