@@ -52,6 +52,14 @@ pub struct UpArgs {
     /// How long each instance may take to drain at shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// Route the dal's connections to Cassandra and Redis through this
+    /// Toxiproxy (its API, `127.0.0.1:8474`; `scripts/backends up
+    /// toxiproxy` runs one): proxies `cassandra` (`cassandra-<n>` for
+    /// further nodes) and `redis` are (re)created on free loopback ports,
+    /// for `fleet gameday network --proxy …`. The API and proxies are
+    /// written to `run/toxiproxy.json`.
+    #[arg(long, env = "TOXIPROXY_URL")]
+    pub toxiproxy: Option<String>,
 }
 
 /// Runs `fleet up` until Ctrl-C or SIGTERM.
@@ -70,15 +78,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let mut extra_env = Vec::new();
+    let (scylla_nodes, redis_url) = match &args.toxiproxy {
+        Some(api) => {
+            crate::gameday::network::proxy_stores(
+                api,
+                args.scylla_nodes.as_deref(),
+                args.redis_url.as_deref(),
+                &run_dir.join("toxiproxy.json"),
+            )
+            .await?
+        }
+        None => (args.scylla_nodes.clone(), args.redis_url.clone()),
+    };
     // The embedded default's route tables: files every instance watches
     // (`fleet route set` changes them live). Kept across restarts.
     let routes_dir = run_dir.join("routes");
     write_default_routes(&routes_dir)?;
     extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
-    if let Some(nodes) = &args.scylla_nodes {
+    if let Some(nodes) = &scylla_nodes {
         extra_env.push(("SCYLLA_NODES".to_owned(), nodes.clone()));
     }
-    if let Some(url) = &args.redis_url {
+    if let Some(url) = &redis_url {
         extra_env.push(("REDIS_URL".to_owned(), url.clone()));
     }
     println!(
