@@ -74,14 +74,19 @@ impl FleetUp {
             .arg(dir.path().join("data"))
             .args(["--edge-addr", &format!("127.0.0.1:{port}")])
             .args(args)
+            // Roomier budgets than the defaults (500 ms titles, 1 s home):
+            // this 2-core machine is shared with parallel builds, and a
+            // starved CPU must not pass for a fault's effect. A hang still
+            // runs them out; a 100 ms delay still shows.
+            .env("EDGE_BUDGET_TITLE", "2s")
+            .env("EDGE_BUDGET_HOME", "3s")
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let up = Self {
+        let mut up = Self {
             child,
             dir,
             edge: format!("http://127.0.0.1:{port}"),
@@ -90,7 +95,7 @@ impl FleetUp {
         let give_up = Instant::now() + Duration::from_secs(420);
         while !registry.exists() {
             assert!(
-                Instant::now() < give_up,
+                Instant::now() < give_up && up.child.try_wait().unwrap().is_none(),
                 "fleet up did not start:\n{}",
                 std::fs::read_to_string(up.dir.path().join("fleet-up.log")).unwrap_or_default()
             );
@@ -137,6 +142,28 @@ impl FleetUp {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until the edge serves 10 titles in a row (after an aborted
+    /// experiment, its circuit breakers need their sleep window first).
+    fn wait_healthy(&self) {
+        let give_up = Instant::now() + Duration::from_secs(90);
+        let mut streak = 0;
+        while streak < 10 {
+            let ok = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    &format!("{}/api/v1/titles/t00003", self.edge),
+                ])
+                .status()
+                .unwrap()
+                .success();
+            streak = if ok { streak + 1 } else { 0 };
+            assert!(Instant::now() < give_up, "the system did not recover");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn gameday(&self, file: &str, extra: &[&str]) -> Ran {
@@ -209,8 +236,9 @@ impl Ran {
                 self.journal["deviated"].as_bool()
             ),
             (Some("completed"), Some(false)),
-            "{file} did not hold its steady state:\n{}",
-            self.stderr
+            "{file} did not hold its steady state:\n{}\nsteady states: {}",
+            self.stderr,
+            self.journal["steady_states"]
         );
         assert_eq!(self.code, Some(0), "{file}: exit status");
         for when in ["before", "after"] {
@@ -433,6 +461,7 @@ fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
     assert!(ran.report.contains("Aborted automatically"));
     assert!(ran.report.contains("data-cohort=\"experiment\""));
 
+    up.wait_healthy();
     // Needs fleet up's crash restarts (its registry then carries a
     // restart count per instance); without them the dal stays dead.
     if up.registry().iter().any(|e| e.get("restarts").is_some()) {

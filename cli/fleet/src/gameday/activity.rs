@@ -388,7 +388,7 @@ async fn load_probe(a: &ProbeLoadArgs, cx: &Context) -> Result<(i64, String), Ac
         rate: Some(a.rate.to_string()),
         duration: Some(format!("{}ms", a.duration.as_millis())),
         requests: None,
-        warmup: "0s".into(),
+        warmup: format!("{}ms", a.warmup.as_millis()),
         ramp: "0s".into(),
         closed_loop: false,
         concurrency: 256,

@@ -491,8 +491,12 @@ pub struct ProbeLoadArgs {
     /// The edge operations, `fleet load --mix` syntax.
     #[arg(long, default_value = "title=80,home=20")]
     pub mix: String,
+    /// Send at the rate this long first without measuring (connections
+    /// and caches warm).
+    #[arg(long, default_value = "1s", value_parser = parse_wait)]
+    pub warmup: Duration,
     /// Per-request timeout.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Pass/fail conditions, `fleet load --threshold` syntax
     /// (`errors<1%`, `p99<500ms`).

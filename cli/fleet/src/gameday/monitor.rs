@@ -23,6 +23,7 @@
 //! the method and rolls back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -104,12 +105,19 @@ type Buckets = Arc<Mutex<BTreeMap<(u64, usize), Bucket>>>;
 /// A running monitor.
 #[derive(Debug)]
 pub struct MonitorHandle {
+    armed: Arc<AtomicBool>,
     series: Arc<Mutex<Vec<Point>>>,
     abort: watch::Receiver<Option<Deviation>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl MonitorHandle {
+    /// From now on, deviations count (before: load and points only, so
+    /// the streams are warm and the chart has a baseline).
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
     /// Resolves when the abort is raised (never, if it is not).
     pub async fn aborted(&mut self) -> Deviation {
         loop {
@@ -170,7 +178,7 @@ pub fn start(
     for (index, (_, headers, offset)) in streams.into_iter().enumerate() {
         let driver = Driver::new(
             &LoadTarget::Edge(edge_url.to_owned()),
-            Duration::from_secs(2),
+            Duration::from_secs(5),
             MAX_IN_FLIGHT,
             &headers,
         )
@@ -187,6 +195,7 @@ pub fn start(
         )));
     }
     let series = Arc::new(Mutex::new(Vec::new()));
+    let armed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = watch::channel(None);
     tasks.push(tokio::spawn(evaluate(
         m.clone(),
@@ -194,9 +203,11 @@ pub fn start(
         t0,
         buckets,
         series.clone(),
+        armed.clone(),
         tx,
     )));
     Ok(MonitorHandle {
+        armed,
         series,
         abort: rx,
         tasks,
@@ -264,6 +275,7 @@ async fn evaluate(
     t0: Instant,
     buckets: Buckets,
     series: Arc<Mutex<Vec<Point>>>,
+    armed: Arc<AtomicBool>,
     tx: watch::Sender<Option<Deviation>>,
 ) {
     let mut streak = 0u32;
@@ -278,7 +290,12 @@ async fn evaluate(
                 .map(|(i, name)| point(sec, name, b.remove(&(sec, i))))
                 .collect()
         };
-        let verdict = judge(&m, &points);
+        // A second that began before arming is not judged.
+        let verdict = if armed.load(Ordering::SeqCst) {
+            judge(&m, &points)
+        } else {
+            None
+        };
         let line = points
             .iter()
             .map(|p| {

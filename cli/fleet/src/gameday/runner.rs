@@ -371,12 +371,6 @@ pub async fn run(args: &RunArgs, env: &BTreeMap<String, String>) -> Result<Outco
     let mut abort: Option<Deviation> = None;
     let mut monitor_points = Vec::new();
 
-    let before = run.hypothesis(&e, "before").await;
-    let before_ok = before.as_ref().is_none_or(|s| s.steady_state_met);
-    if !before_ok {
-        eprintln!("  steady state does not hold before the method: nothing injected");
-        status = Status::Failed;
-    }
     let monitor_spec = e.monitor.clone().or_else(|| {
         cohort.as_ref().map(|_| experiment::Monitor {
             rate: 20.0,
@@ -388,16 +382,27 @@ pub async fn run(args: &RunArgs, env: &BTreeMap<String, String>) -> Result<Outco
             headers: Vec::new(),
         })
     });
+    // The monitor runs from the start (warm streams, a baseline on the
+    // chart) but judges only from the method on.
     let mut mon: Option<MonitorHandle> = None;
+    if let Some(m) = &monitor_spec {
+        let url = target
+            .edge_url()
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        mon = Some(
+            monitor::start(m, &url, cohort.as_ref(), run.t0)
+                .map_err(|e| RunError::Setup(e.to_string()))?,
+        );
+    }
+    let before = run.hypothesis(&e, "before").await;
+    let before_ok = before.as_ref().is_none_or(|s| s.steady_state_met);
+    if !before_ok {
+        eprintln!("  steady state does not hold before the method: nothing injected");
+        status = Status::Failed;
+    }
     if before_ok {
-        if let Some(m) = &monitor_spec {
-            let url = target
-                .edge_url()
-                .map_err(|e| RunError::Setup(e.to_string()))?;
-            mon = Some(
-                monitor::start(m, &url, cohort.as_ref(), run.t0)
-                    .map_err(|e| RunError::Setup(e.to_string()))?,
-            );
+        if let Some(m) = &mon {
+            m.arm();
         }
         let records = tokio::sync::Mutex::new(Vec::new());
         let stop = {
