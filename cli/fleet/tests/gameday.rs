@@ -489,9 +489,16 @@ fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
 fn a_crashed_runner_leaves_its_rollback_file_and_the_next_run_replays_it() {
     let up = FleetUp::start();
     let rollback_file = up.data_dir().join("run/gameday-rollback.json");
+    // No hypothesis: the fault goes in at once and stays for a minute.
+    let file = up.dir.path().join("long-fault.yaml");
+    std::fs::write(
+        &file,
+        "title: a long fault\ndescription: stays until rolled back\nmethod:\n  - type: action\n    name: slow catalog 1.3\n    provider:\n      type: process\n      path: fleet\n      arguments: [gameday, fault, add, --service, catalog, --version, '1.3', --delay, 100ms]\n    pauses: {after: 60}\n",
+    )
+    .unwrap();
     let mut runner = Command::new(fleet_bin())
         .args(["gameday", "run"])
-        .arg(repo().join("gamedays/slow-catalog-canary.json"))
+        .arg(&file)
         .arg("--data-dir")
         .arg(up.data_dir())
         .arg("--journal")
@@ -515,7 +522,7 @@ fn a_crashed_runner_leaves_its_rollback_file_and_the_next_run_replays_it() {
     let replayed = ran.journal["fleet"]["replayed_rollbacks"]
         .as_array()
         .unwrap();
-    // The canary declares no rollbacks: the one recorded rule is removed.
+    // It declared no rollbacks: the one recorded rule is removed.
     assert_eq!(replayed.len(), 1, "{replayed:?}");
     assert_eq!(replayed[0]["status"], "succeeded", "{replayed:?}");
     assert!(up.faults("catalog-v13-1").is_empty(), "replayed");
