@@ -3,10 +3,12 @@
 //! `fleet up` runs the whole topology as local processes on embedded
 //! defaults; the supervisor and topology modules are also what the
 //! end-to-end tests use to start the real binaries. `fleet load` drives
-//! open-loop load through the driver clients (see [`load`]).
+//! open-loop load through the driver clients (see [`load`]); `fleet
+//! gameday` runs Chaos Toolkit experiments against it (see [`gameday`]).
 
 #![forbid(unsafe_code)]
 
+pub mod gameday;
 pub mod load;
 pub mod route;
 pub mod service;
@@ -44,6 +46,13 @@ pub enum Command {
     Route(route::RouteArgs),
     /// Every instance by service, version, zone and health.
     Status(status::StatusArgs),
+    /// Game days: run Chaos Toolkit experiments (kills, faults, cohorts)
+    /// with automatic abort and rollback; or one action or probe.
+    Gameday {
+        /// What to do.
+        #[command(subcommand)]
+        command: gameday::GamedayCommand,
+    },
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -67,6 +76,9 @@ pub fn main() -> ExitCode {
         Command::Load(args) => load::main(*args),
         Command::Route(args) => block_on(route::run(args)),
         Command::Status(args) => block_on(status::run(args)),
+        // Exit statuses of its own (deviated, bad input); the environment
+        // is read here, once, for `env`-typed experiment configuration.
+        Command::Gameday { command } => gameday::main(command, std::env::vars().collect()),
     }
 }
 

@@ -76,6 +76,14 @@ pub struct UpArgs {
     /// Longest delay between restarts of an instance that keeps crashing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub restart_delay_max: Duration,
+    /// Route the dal's connections to Cassandra and Redis through this
+    /// Toxiproxy (its API, `127.0.0.1:8474`; `scripts/backends up
+    /// toxiproxy` runs one): proxies `cassandra` (`cassandra-<n>` for
+    /// further nodes) and `redis` are (re)created on free loopback ports,
+    /// for `fleet gameday network --proxy …`. The API and proxies are
+    /// written to `run/toxiproxy.json`.
+    #[arg(long, env = "TOXIPROXY_URL")]
+    pub toxiproxy: Option<String>,
 }
 
 /// Runs `fleet up` until Ctrl-C or SIGTERM.
@@ -94,9 +102,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    // With --toxiproxy the dal reaches its stores through proxies that
+    // game days can degrade; the rest of the system is unchanged.
+    let (scylla_nodes, redis_url) = match &args.toxiproxy {
+        Some(api) => {
+            crate::gameday::network::proxy_stores(
+                api,
+                nonempty(&args.scylla_nodes).as_deref(),
+                nonempty(&args.redis_url).as_deref(),
+                &run_dir.join("toxiproxy.json"),
+            )
+            .await?
+        }
+        None => (args.scylla_nodes.clone(), args.redis_url.clone()),
+    };
     let backends = Backends {
-        scylla_nodes: nonempty(&args.scylla_nodes),
-        redis_url: nonempty(&args.redis_url),
+        scylla_nodes: nonempty(&scylla_nodes),
+        redis_url: nonempty(&redis_url),
         consul: nonempty(&args.consul),
         routes_kv_prefix: nonempty(&args.consul).map(|_| args.routes_kv_prefix.clone()),
         ..Backends::default()
