@@ -131,6 +131,15 @@ impl SnapshotSource for StreamSource {
                     "circuit": state,
                     "bulkhead": {"in_use": inner.bulkhead.in_use(), "limit": inner.bulkhead.limit()},
                     "instances": instances,
+                    // The settings in force, for `/hystrix.stream`'s
+                    // `propertyValue_*` fields.
+                    "settings": {
+                        "breaker_enabled": inner.config.breaker.enabled,
+                        "breaker_volume": inner.config.breaker.request_volume_threshold,
+                        "breaker_error_percent": inner.config.breaker.error_threshold_percent,
+                        "breaker_sleep_ms": u64::try_from(inner.config.breaker.sleep_window.as_millis()).unwrap_or(u64::MAX),
+                        "request_timeout_ms": u64::try_from(inner.config.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                    },
                 })
             })
             .collect();

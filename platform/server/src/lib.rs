@@ -15,6 +15,7 @@ pub mod config;
 pub mod entry;
 pub mod grpc_context;
 pub mod host;
+pub mod hystrix;
 pub mod readiness;
 pub mod shutdown;
 
