@@ -159,7 +159,11 @@ impl Dashboard {
             tx,
             stop.clone(),
         ));
-        let app = web::router(web::WebState { hub, view: rx });
+        let app = web::router(web::WebState {
+            hub,
+            view: rx,
+            stop: stop.clone(),
+        });
         tracing::info!(addr = %self.addr, source = %source_name, "listening");
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

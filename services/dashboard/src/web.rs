@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::aggregate;
 use crate::collector::Hub;
@@ -34,6 +35,8 @@ pub struct WebState {
     pub hub: Hub,
     /// The newest view.
     pub view: watch::Receiver<Arc<View>>,
+    /// Cancelled at shutdown: open streams end, so the server can stop.
+    pub stop: CancellationToken,
 }
 
 /// Every route of the dashboard.
@@ -122,12 +125,16 @@ async fn turbine_stream(
     let cluster = q.get("cluster").filter(|c| !c.is_empty()).cloned();
     let mut interval = tokio::time::interval(delay);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let hub = s.hub;
+    let (hub, stop) = (s.hub, s.stop);
     let body = futures::stream::unfold(interval, move |mut interval| {
         let hub = hub.clone();
         let cluster = cluster.clone();
+        let stop = stop.clone();
         async move {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = stop.cancelled() => return None,
+            }
             let chunk = turbine_sample(&hub, cluster.as_deref());
             Some((Ok::<_, Infallible>(chunk), interval))
         }
