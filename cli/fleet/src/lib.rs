@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
 pub mod load;
 pub mod route;
 pub mod service;
@@ -44,6 +45,9 @@ pub enum Command {
     Route(route::RouteArgs),
     /// Every instance by service, version, zone and health.
     Status(status::StatusArgs),
+    /// The live view: every instance's circuits, rates, errors and
+    /// latency in the browser, and `/turbine.stream` (Hystrix format).
+    Dashboard(dashboard::DashboardArgs),
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Load(args) => load::main(*args),
         Command::Route(args) => block_on(route::run(args)),
         Command::Status(args) => block_on(status::run(args)),
+        Command::Dashboard(args) => block_on(dashboard::run(args)),
     }
 }
 
