@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
 pub mod gameday;
 pub mod load;
 pub mod route;
@@ -53,6 +54,9 @@ pub enum Command {
         #[command(subcommand)]
         command: gameday::GamedayCommand,
     },
+    /// The live view: every instance's circuits, rates, errors and
+    /// latency in the browser, and `/turbine.stream` (Hystrix format).
+    Dashboard(dashboard::DashboardArgs),
     /// Run one service in this process (used by `fleet up`).
     #[command(hide = true)]
     Service {
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         // Exit statuses of its own (deviated, bad input); the environment
         // is read here, once, for `env`-typed experiment configuration.
         Command::Gameday { command } => gameday::main(command, std::env::vars().collect()),
+        Command::Dashboard(args) => block_on(dashboard::run(args)),
     }
 }
 

@@ -63,6 +63,9 @@ pub struct UpArgs {
     /// 300s with `SCYLLA_NODES`: a first start migrates and seeds it).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ready_timeout: Option<Duration>,
+    /// Where the live dashboard listens (`fleet dashboard`); `off`: none.
+    #[arg(long, default_value = "127.0.0.1:7979", value_parser = crate::dashboard::parse_addr_or_off)]
+    pub dashboard: crate::dashboard::DashboardAddr,
     /// How long each instance may take to drain at shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
@@ -205,6 +208,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir.join("logs").display(),
         registry_path.display()
     );
+    let stop_dashboard = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = args.dashboard.0
+        && let Some(at) =
+            crate::dashboard::start_beside_up(addr, &data_dir, stop_dashboard.clone()).await
+    {
+        println!("dashboard: http://{at}/");
+    }
     println!("press Ctrl-C to stop");
 
     let heal = (!args.no_restart).then(|| RestartPolicy {
@@ -213,6 +223,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stable: RestartPolicy::default().stable,
     });
     watch_until_stopped(&mut topo, heal, ready_timeout, &registry_path).await;
+    stop_dashboard.cancel();
     println!("fleet: stopping (edge first, dal last) …");
     let mut clean = true;
     for (id, status, killed) in topo.stop(args.grace).await {

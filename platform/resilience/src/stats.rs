@@ -14,11 +14,25 @@ const BUCKET: Duration = Duration::from_secs(1);
 const BUCKETS: usize = 10;
 const MAX_US: u64 = 60_000_000;
 
-/// Latency percentiles in milliseconds.
+/// Latency percentiles in milliseconds (the extra quantiles and the mean
+/// feed `/hystrix.stream`, whose `latencyExecute` lists 0, 25, 50, 75, 90,
+/// 95, 99, 99.5 and 100).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Latency {
+    /// Fastest.
+    pub min: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// 25th percentile.
+    pub p25: f64,
     /// Median.
     pub p50: f64,
+    /// 75th percentile.
+    pub p75: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99.5th percentile.
+    pub p99_5: f64,
     /// 90th percentile.
     pub p90: f64,
     /// 99th percentile.
@@ -124,7 +138,13 @@ impl OperationStats {
             Latency::default()
         } else {
             Latency {
+                min: ms(merged.min()),
+                mean: merged.mean() / 1000.0,
+                p25: ms(merged.value_at_quantile(0.25)),
                 p50: ms(merged.value_at_quantile(0.5)),
+                p75: ms(merged.value_at_quantile(0.75)),
+                p95: ms(merged.value_at_quantile(0.95)),
+                p99_5: ms(merged.value_at_quantile(0.995)),
                 p90: ms(merged.value_at_quantile(0.9)),
                 p99: ms(merged.value_at_quantile(0.99)),
                 max: ms(merged.max()),

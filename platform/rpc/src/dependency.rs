@@ -171,6 +171,15 @@ impl SnapshotSource for StreamSource {
                     "circuit": state,
                     "bulkhead": {"in_use": shared.bulkhead.in_use(), "limit": shared.bulkhead.limit()},
                     "instances": instances,
+                    // The settings in force, for `/hystrix.stream`'s
+                    // `propertyValue_*` fields.
+                    "settings": {
+                        "breaker_enabled": shared.config.breaker.enabled,
+                        "breaker_volume": shared.config.breaker.request_volume_threshold,
+                        "breaker_error_percent": shared.config.breaker.error_threshold_percent,
+                        "breaker_sleep_ms": u64::try_from(shared.config.breaker.sleep_window.as_millis()).unwrap_or(u64::MAX),
+                        "request_timeout_ms": u64::try_from(shared.config.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                    },
                 })
             })
             .collect()

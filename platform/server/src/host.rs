@@ -401,6 +401,7 @@ impl Parts {
         );
         let admin_router = admin::router(state)
             .merge(stream_route)
+            .merge(crate::hystrix::router(self.metrics.clone()))
             .merge(faults)
             .merge(self.admin_routes);
         let admin_stop = stop_admin.clone();

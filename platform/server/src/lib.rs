@@ -17,6 +17,7 @@ pub mod entry;
 pub mod exempt;
 pub mod grpc_context;
 pub mod host;
+pub mod hystrix;
 pub mod listen;
 pub mod methods;
 pub mod readiness;
