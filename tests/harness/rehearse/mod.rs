@@ -603,10 +603,11 @@ impl Plan {
             let what = format!("{}: {}", self.name, unit.name);
             if let Program::Fleet(bin) = unit.program {
                 let env = unit.expanded_env();
-                let expansion_only: BTreeSet<&String> = unit
+                let expansion_only: BTreeSet<String> = unit
                     .env
                     .keys()
                     .filter(|k| unit.env.values().any(|v| v.contains(&format!("$({k})"))))
+                    .cloned()
                     .collect();
                 match bin.configure(&Env::from_pairs(env.clone())) {
                     Err(e) => out.push(format!(
@@ -782,7 +783,7 @@ impl Plan {
         fn visit(
             plan: &Plan,
             i: usize,
-            marks: &mut Vec<Mark>,
+            marks: &mut [Mark],
             stack: &mut Vec<usize>,
             order: &mut Vec<usize>,
         ) -> Result<(), Vec<String>> {

@@ -96,13 +96,14 @@ pub fn overlay_objects(repo: &Path, overlay: &str) -> Result<Vec<Value>, String>
 pub fn dockerfile(repo: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let text = std::fs::read_to_string(repo.join("Dockerfile")).unwrap_or_default();
     let joined = text.replace("\\\n", " ");
-    let last_stage = joined
-        .lines()
+    let lines: Vec<&str> = joined.lines().collect();
+    let last_stage = lines
+        .iter()
         .rposition(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
         .unwrap_or(0);
     let mut programs = BTreeSet::new();
     let mut env = BTreeSet::new();
-    for line in joined.lines().skip(last_stage) {
+    for line in lines.iter().skip(last_stage) {
         let line = line.trim();
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("COPY ") {
@@ -304,7 +305,7 @@ pub fn compose_plan(repo: &Path, model: &Value) -> Plan {
                     let t = scalar(t);
                     match t
                         .rsplit_once(':')
-                        .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
                     {
                         Some((host, port)) => plan.scrape.push(Scrape {
                             origin: format!("{} job {}", file.display(), scalar(&job["job_name"])),
@@ -513,9 +514,7 @@ pub fn k8s_plan(repo: &Path, overlay: &str, objects: &[Value], files: &Path) -> 
             for (c, is_init) in containers {
                 let image = scalar(&c["image"]);
                 let program = Program::from_image(&image);
-                let name = if role == Role::Job {
-                    format!("{pod}/{}", scalar(&c["name"]))
-                } else if main.len() > 1 {
+                let name = if role == Role::Job || main.len() > 1 {
                     format!("{pod}/{}", scalar(&c["name"]))
                 } else {
                     pod.clone()
