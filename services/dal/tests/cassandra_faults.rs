@@ -20,6 +20,11 @@ use tonic_health::pb::health_client::HealthClient;
 
 use support::{Backend, Running, StoreEnv, backend_var, client, opts};
 
+/// The tests that restart the Cassandra node take turns: libtest runs a
+/// binary's tests in parallel, and one test's restart would otherwise land
+/// in the middle of the other's start-up or measurement.
+static RESTARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn health(addr: std::net::SocketAddr) -> Option<i32> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
@@ -97,6 +102,7 @@ async fn cassandra_restart_mid_load_loses_no_acknowledged_write() {
         return;
     };
     env.set("SEED_TITLES", "50").set("SEED_USERS", "5");
+    let _turn = RESTARTS.lock().await;
     let run = async {
         let dal = env.start().await;
         let c = client(&[dal.grpc]);
@@ -267,6 +273,7 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
         return;
     };
     env.set("SEED_TITLES", "20").set("SEED_USERS", "5");
+    let _turn = RESTARTS.lock().await;
     let run = async {
         let dal = env.start().await;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", dal.grpc))
