@@ -151,7 +151,7 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
     let http = reqwest::Client::new();
     let mut saw_unready = false;
     let mut saw_refused = false;
-    while !(saw_unready && saw_refused) && !in_flight.is_finished() {
+    while !(in_flight.is_finished() || saw_unready && saw_refused) {
         if let Ok(r) = http.get(format!("http://{admin}/readyz")).send().await {
             saw_unready |= r.status() == 503;
         }

@@ -14,8 +14,8 @@
 // A test-support crate: a panic is how a test reports a broken system.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-pub mod rehearse;
 mod consul;
+pub mod rehearse;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -214,10 +214,8 @@ fn check_object(v: &Value) -> Result<&'static str, String> {
                 }
             }
             for k in COMMAND_STRINGS {
-                if !o
-                    .get(*k)
-                    .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty()))
-                {
+                let text = o.get(*k).and_then(Value::as_str).unwrap_or_default();
+                if text.is_empty() {
                     return Err(format!("{k} is missing or not a string"));
                 }
             }

@@ -359,14 +359,14 @@ pub struct Policy {
     pub egress: Option<Vec<Rule>>,
 }
 
+/// A label selector of a NetworkPolicy peer; `None` = any.
+pub type Labels = Option<BTreeMap<String, String>>;
+
 /// One NetworkPolicy rule.
 #[derive(Clone, Debug)]
 pub struct Rule {
-    /// Peers: (namespace labels, pod labels); `None` = any.
-    pub peers: Vec<(
-        Option<BTreeMap<String, String>>,
-        Option<BTreeMap<String, String>>,
-    )>,
+    /// Peers: (namespace labels, pod labels).
+    pub peers: Vec<(Labels, Labels)>,
     /// (protocol, port); empty = every port.
     pub ports: Vec<(String, u16)>,
 }
