@@ -1,7 +1,8 @@
 //! The one `main` every service binary runs.
 //!
 //! telemetry → load and validate config (exit 64 on bad config) → build the
-//! app → run until SIGTERM/Ctrl-C → drain within the grace period → exit 0.
+//! app → run until SIGTERM/Ctrl-C → drain within the grace period → exit 0 (1 when
+//! the grace period ran out and requests in flight were aborted).
 //! Service binaries call [`run`] from a three-line `main.rs`; `fleet up`
 //! calls the very same function, so a service behaves identically whether
 //! started on its own, in a container, or by the fleet tool.

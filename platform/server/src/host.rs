@@ -45,6 +45,14 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
+    /// The grace period ended with requests still in flight; they were
+    /// aborted (their callers saw the connection close), so the exit is
+    /// not clean.
+    #[error("grace period of {grace:?} over with requests in flight; they were aborted")]
+    DrainAborted {
+        /// Drain delay plus shutdown grace.
+        grace: Duration,
+    },
     /// The reflection service could not be built.
     #[error("failed to build gRPC reflection")]
     Reflection(#[source] tonic_reflection::server::Error),
@@ -448,7 +456,7 @@ impl Parts {
                     Err(_) => {
                         tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over with requests in flight; stopping anyway");
                         server.abort();
-                        Ok(())
+                        Err(ServerError::DrainAborted { grace })
                     }
                 }
             }
