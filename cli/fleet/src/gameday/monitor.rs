@@ -161,7 +161,9 @@ pub fn start(
     let slice = cohort.map_or(USERS, |c| {
         ((f64::from(USERS) * c.percent / 100.0).round() as u32).max(1)
     });
-    let mut streams: Vec<(&'static str, Vec<(String, String)>, u32)> = Vec::new();
+    // (cohort name, its headers, the offset of its slice of users)
+    type Stream = (&'static str, Vec<(String, String)>, u32);
+    let mut streams: Vec<Stream> = Vec::new();
     match cohort {
         None => streams.push(("all", m.headers.clone(), 0)),
         Some(c) => {
