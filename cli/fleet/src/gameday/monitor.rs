@@ -147,10 +147,6 @@ impl MonitorHandle {
     }
 }
 
-/// One load stream of the monitor: its name, its extra headers, and the
-/// first user id of its slice.
-type Stream = (&'static str, Vec<(String, String)>, u32);
-
 /// Starts monitoring the edge at `edge_url`; seconds count from `t0`.
 ///
 /// # Errors
@@ -165,6 +161,8 @@ pub fn start(
     let slice = cohort.map_or(USERS, |c| {
         ((f64::from(USERS) * c.percent / 100.0).round() as u32).max(1)
     });
+    // (cohort name, its headers, the offset of its slice of users)
+    type Stream = (&'static str, Vec<(String, String)>, u32);
     let mut streams: Vec<Stream> = Vec::new();
     match cohort {
         None => streams.push(("all", m.headers.clone(), 0)),
