@@ -623,8 +623,10 @@ impl Plan {
                                 ));
                             }
                         }
+                        // A one-off job (`dal migrate`) runs to completion
+                        // and serves nothing: only services declare ports.
                         let listens = BTreeSet::from([main, admin]);
-                        if unit.ports != listens {
+                        if matches!(unit.role, Role::Service) && unit.ports != listens {
                             out.push(format!(
                                 "{what}: declares ports {:?}, but {} listens on {main} ({}) and {admin} (ADMIN_ADDR)",
                                 unit.ports,
