@@ -80,15 +80,23 @@ pub enum Mode {
 }
 
 /// Generates `embedded::<name>` and `real::<name>` tests, each calling the
-/// scenario `<name>(Mode)`.
+/// scenario `<name>(Mode)`. Scenarios listed after `; embedded only:` get
+/// only the embedded test: their real-backend run does not hold yet (each
+/// is named, with what fails, in the file that lists it).
 #[macro_export]
 macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)? ; embedded only: $($only:ident),* $(,)?) => {
         mod embedded {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::Mode::Embedded).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $only() {
+                    super::$only($crate::Mode::Embedded).await;
                 }
             )*
         }
@@ -100,6 +108,9 @@ macro_rules! both_modes {
                 }
             )*
         }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_modes!($($name),* ; embedded only: );
     };
 }
 
