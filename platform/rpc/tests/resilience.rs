@@ -13,14 +13,33 @@ use std::time::Duration;
 use fleet_config::Env;
 use fleet_context::RequestContext;
 use fleet_metrics::Metrics;
+use fleet_proto::catalog::v2::catalog_server::{Catalog, CatalogServer};
+use fleet_proto::catalog::v2::{GetTitleRequest, Title};
 use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, InstanceSource, Operation, RpcError, Unavailable,
     parse_instances,
 };
 use fleet_server::{ServerConfig, ServiceHost};
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-static CHECK: Operation = Operation::new("/grpc.health.v1.Health/Check", "Check", true);
+// The target is a served method, not gRPC health: fault rules never touch
+// health checks, and these tests inject faults.
+static CHECK: Operation = Operation::new("/catalog.v2.Catalog/GetTitle", "GetTitle", true);
+
+/// A catalog 2 that knows one answer: enough to be a dependency.
+struct Target;
+
+#[tonic::async_trait]
+impl Catalog for Target {
+    async fn get_title(
+        &self,
+        request: tonic::Request<GetTitleRequest>,
+    ) -> Result<tonic::Response<Title>, tonic::Status> {
+        Ok(tonic::Response::new(Title {
+            id: request.into_inner().title_id,
+            ..Title::default()
+        }))
+    }
+}
 const TOKEN: &str = "test-admin-token-0123456789";
 
 struct Server {
@@ -59,7 +78,10 @@ async fn server() -> Server {
         admin: host.admin_addr(),
         stop: host.shutdown_token(),
     };
-    tokio::spawn(host.run_grpc(tonic::service::Routes::default(), &[]));
+    tokio::spawn(host.run_grpc(
+        tonic::service::Routes::new(CatalogServer::new(Target)),
+        &["catalog.v2.Catalog"],
+    ));
     s
 }
 
@@ -88,11 +110,11 @@ fn dependency(addrs: &[SocketAddr], metrics: &Metrics, env: &[(&str, &str)]) -> 
     )
 }
 
-async fn check(dep: &Dependency) -> Result<HealthCheckResponse, RpcError> {
+async fn check(dep: &Dependency) -> Result<Title, RpcError> {
     dep.unary(
         &CHECK,
-        HealthCheckRequest {
-            service: String::new(),
+        GetTitleRequest {
+            title_id: "t00001".to_owned(),
         },
         CallOptions::timeout(Duration::from_secs(2)),
     )
@@ -104,14 +126,14 @@ async fn failed_attempts_retry_elsewhere_within_budget_and_sick_instances_are_ej
     let (sick, healthy) = (server().await, server().await);
     fault(
         &sick,
-        r#"{"operation":"Check","action":{"type":"abort","code":"UNAVAILABLE"}}"#,
+        r#"{"operation":"GetTitle","action":{"type":"abort","code":"UNAVAILABLE"}}"#,
     )
     .await;
     // The sick instance answers (with errors) faster than the healthy one,
     // so a latency-driven balancer keeps choosing it until it is ejected.
     fault(
         &healthy,
-        r#"{"operation":"Check","action":{"type":"delay","ms":10}}"#,
+        r#"{"operation":"GetTitle","action":{"type":"delay","ms":10}}"#,
     )
     .await;
     let metrics = Metrics::new("test", "1.0.0");
@@ -124,7 +146,7 @@ async fn failed_attempts_retry_elsewhere_within_budget_and_sick_instances_are_ej
         }
     }
     let snap = metrics.snapshots();
-    let op = snap.iter().find(|s| s["operation"] == "Check").unwrap();
+    let op = snap.iter().find(|s| s["operation"] == "GetTitle").unwrap();
     let retries = op["retries"].as_u64().unwrap();
     let attempts = requests + retries;
     let ratio = attempts as f64 / requests as f64;

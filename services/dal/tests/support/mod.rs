@@ -93,6 +93,11 @@ impl StoreEnv {
             ("ADMIN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("READINESS_INTERVAL".to_owned(), "50ms".to_owned()),
             ("SHUTDOWN_GRACE".to_owned(), "2s".to_owned()),
+            // These tests fire bursts of up to 216 concurrent writes to
+            // check the data, not overload: the adaptive concurrency limit
+            // (tested in fleet-server and fleet-resilience) stays above them.
+            ("CONCURRENCY_LIMIT_INITIAL".to_owned(), "512".to_owned()),
+            ("CONCURRENCY_LIMIT_MIN".to_owned(), "512".to_owned()),
         ];
         pairs.extend(self.pairs.iter().cloned());
         Env::from_pairs(pairs)
