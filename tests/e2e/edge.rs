@@ -243,9 +243,11 @@ async fn a_200ms_budget_is_answered_504_after_it_and_every_hop_stops_at_its_dead
     let took = started.elapsed();
     println!("200 ms budget, hung dal: {e:?} after {took:?}");
     assert_eq!(e.status(), Some(504), "{e:?}");
-    // Never before the budget; the catalog's own default (1 s) never
-    // decided it.
-    assert!(took >= Duration::from_millis(195), "{took:?}");
+    // Never before the budget less the two hop margins (5 ms each: the edge
+    // gives the catalog 195 ms, the catalog gives the dal 190 ms, and the
+    // catalog's DEADLINE_EXCEEDED may be what ends the request); the
+    // catalog's own default (1 s) never decided it.
+    assert!(took >= Duration::from_millis(190), "{took:?}");
     assert!(took < Duration::from_millis(1000), "{took:?}");
 
     // The hung server and the hop before it each ended the call themselves
