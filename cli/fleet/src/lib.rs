@@ -11,6 +11,7 @@
 pub mod dashboard;
 pub mod gameday;
 pub mod load;
+pub mod observability;
 pub mod route;
 pub mod service;
 pub mod status;

@@ -79,14 +79,28 @@ pub struct UpArgs {
     /// Longest delay between restarts of an instance that keeps crashing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub restart_delay_max: Duration,
-    /// Route the dal's connections to Cassandra and Redis through this
-    /// Toxiproxy (its API, `127.0.0.1:8474`; `scripts/backends up
-    /// toxiproxy` runs one): proxies `cassandra` (`cassandra-<n>` for
-    /// further nodes) and `redis` are (re)created on free loopback ports,
+    /// Route the dal's connections to Cassandra and Redis, and every
+    /// instance's to Consul, through this Toxiproxy (its API,
+    /// `127.0.0.1:8474`; `scripts/backends up toxiproxy` runs one): proxies
+    /// `cassandra` (`cassandra-<n>` for further nodes), `redis` and
+    /// `consul` are (re)created on free loopback ports,
     /// for `fleet gameday network --proxy …`. The API and proxies are
     /// written to `run/toxiproxy.json`.
     #[arg(long, env = "TOXIPROXY_URL")]
     pub toxiproxy: Option<String>,
+    /// Also run Prometheus: it scrapes every instance (file-based service
+    /// discovery written from the registry) and evaluates the fleet's
+    /// recording and alerting rules; its URL goes to
+    /// `run/observability.json`.
+    #[arg(long)]
+    pub observability: bool,
+    /// Where Prometheus listens with `--observability` (a fixed port).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub prometheus_addr: SocketAddr,
+    /// The Prometheus server program (`scripts/prometheus` installs
+    /// Debian's).
+    #[arg(long, env = "PROMETHEUS_BIN", default_value = "prometheus")]
+    pub prometheus_bin: PathBuf,
 }
 
 /// Runs `fleet up` until Ctrl-C or SIGTERM.
@@ -105,25 +119,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-    // With --toxiproxy the dal reaches its stores through proxies that
-    // game days can degrade; the rest of the system is unchanged.
-    let (scylla_nodes, redis_url) = match &args.toxiproxy {
+    // With --toxiproxy the dal reaches its stores, and every instance
+    // Consul, through proxies that game days can degrade; the rest of the
+    // system is unchanged (`fleet up` itself seeds route tables through
+    // the proxy too, before any fault).
+    let proxied = match &args.toxiproxy {
         Some(api) => {
             crate::gameday::network::proxy_stores(
                 api,
                 nonempty(&args.scylla_nodes).as_deref(),
                 nonempty(&args.redis_url).as_deref(),
+                nonempty(&args.consul).as_deref(),
                 &run_dir.join("toxiproxy.json"),
             )
             .await?
         }
-        None => (args.scylla_nodes.clone(), args.redis_url.clone()),
+        None => crate::gameday::network::Proxied {
+            scylla_nodes: args.scylla_nodes.clone(),
+            redis_url: args.redis_url.clone(),
+            consul: args.consul.clone(),
+        },
     };
     let backends = Backends {
-        scylla_nodes: nonempty(&scylla_nodes),
-        redis_url: nonempty(&redis_url),
-        consul: nonempty(&args.consul),
-        routes_kv_prefix: nonempty(&args.consul).map(|_| args.routes_kv_prefix.clone()),
+        scylla_nodes: nonempty(&proxied.scylla_nodes),
+        redis_url: nonempty(&proxied.redis_url),
+        consul: nonempty(&proxied.consul),
+        routes_kv_prefix: nonempty(&proxied.consul).map(|_| args.routes_kv_prefix.clone()),
         ..Backends::default()
     };
     let mut extra_env = Vec::new();
@@ -208,6 +229,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir.join("logs").display(),
         registry_path.display()
     );
+    let prometheus = if args.observability {
+        let p = crate::observability::Prometheus::start(
+            &args.prometheus_bin,
+            args.prometheus_addr,
+            &data_dir,
+            &registry,
+        )
+        .await
+        .context("--observability: Prometheus did not start")?;
+        println!(
+            "prometheus: {}/   (targets: {}/targets, alerts: {}/alerts)",
+            p.url(),
+            p.url(),
+            p.url()
+        );
+        Some(p)
+    } else {
+        None
+    };
     let stop_dashboard = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = args.dashboard.0
         && let Some(at) =
@@ -222,8 +262,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         max: args.restart_delay_max.max(args.restart_delay),
         stable: RestartPolicy::default().stable,
     });
-    watch_until_stopped(&mut topo, heal, ready_timeout, &registry_path).await;
+    watch_until_stopped(
+        &mut topo,
+        heal,
+        ready_timeout,
+        &registry_path,
+        prometheus.as_ref(),
+    )
+    .await;
     stop_dashboard.cancel();
+    if let Some(p) = prometheus {
+        p.stop(args.grace).await;
+    }
     println!("fleet: stopping (edge first, dal last) …");
     let mut clean = true;
     for (id, status, killed) in topo.stop(args.grace).await {
@@ -304,6 +354,7 @@ async fn watch_until_stopped(
     heal: Option<RestartPolicy>,
     ready_timeout: Duration,
     registry_path: &std::path::Path,
+    prometheus: Option<&crate::observability::Prometheus>,
 ) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut stop = std::pin::pin!(async move {
@@ -396,6 +447,13 @@ async fn watch_until_stopped(
                         }),
                     );
                     if let Err(e) = write_registry(registry_path, topo) {
+                        eprintln!("fleet: {e:#}");
+                    }
+                    // Same addresses after a restart, but the targets file
+                    // follows the registry, whatever changes in it.
+                    if let Some(p) = prometheus
+                        && let Err(e) = p.update_targets(&topo.registry())
+                    {
                         eprintln!("fleet: {e:#}");
                     }
                 }

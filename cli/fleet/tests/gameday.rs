@@ -462,14 +462,16 @@ fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
     assert!(ran.report.contains("data-cohort=\"experiment\""));
 
     up.wait_healthy();
-    // Needs fleet up's crash restarts (its registry then carries a
-    // restart count per instance); without them the dal stays dead.
-    if up.registry().iter().any(|e| e.get("restarts").is_some()) {
-        let ran = up.gameday("kill-only-dal.json", &[]);
-        ran.assert_held("kill-only-dal.json");
-    } else {
-        eprintln!("NOT RUN: kill-only-dal.json needs fleet up's supervisor restarts");
-    }
+    // fleet up's supervisor restarts the killed dal (its registry counts
+    // the restart).
+    let ran = up.gameday("kill-only-dal.json", &[]);
+    ran.assert_held("kill-only-dal.json");
+    let dal = up
+        .registry()
+        .into_iter()
+        .find(|e| e["service"] == "dal")
+        .unwrap();
+    assert!(dal["restarts"].as_u64().unwrap() >= 1, "{dal}");
 
     // Last: it leaves one catalog dead unless a supervisor restarts it.
     let ran = up.gameday("kill-one-catalog.json", &[]);
@@ -755,4 +757,198 @@ fn store_faults_through_toxiproxy_hold_on_cassandra_and_redis() {
         errors > 0.0,
         "no cache errors counted: was Redis really down?"
     );
+}
+
+/// A Consul dev agent of this test's own (loopback, every port free,
+/// in memory), like scripts/backends starts one.
+struct Consul {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Consul {
+    fn start(bin: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let hcl = dir.path().join("consul.hcl");
+        std::fs::write(
+            &hcl,
+            format!(
+                r#"node_name = "fleet-gameday"
+datacenter = "dc1"
+bind_addr = "127.0.0.1"
+advertise_addr = "127.0.0.1"
+advertise_addr_wan = "127.0.0.1"
+client_addr = "127.0.0.1"
+disable_update_check = true
+log_level = "WARN"
+ports {{
+  http = {http}
+  https = -1
+  dns = {}
+  serf_lan = {}
+  serf_wan = {}
+  server = {}
+  grpc = {}
+  grpc_tls = -1
+}}
+"#,
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("consul.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["agent", "-dev", "-config-file"])
+            .arg(&hcl)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{http}");
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sf", &format!("http://{addr}/v1/status/leader")])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(':') {
+                break;
+            }
+            assert!(Instant::now() < give_up, "consul had no leader in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Consul {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of a metric's samples on an instance's /metrics.
+fn metric_sum(admin: &str, name: &str, label: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{admin}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn consul_down_through_toxiproxy_keeps_the_last_known_view() {
+    let (Some(consul_bin), Some(toxi_bin)) = (
+        backend("FLEET_TEST_CONSUL_BIN"),
+        backend("FLEET_TEST_TOXIPROXY_BIN"),
+    ) else {
+        return;
+    };
+    let consul = Consul::start(&consul_bin);
+    let toxi = Toxiproxy::start(&toxi_bin);
+    let up = FleetUp::start_with(&["--toxiproxy", &toxi.url, "--consul", &consul.addr], &[]);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(up.data_dir().join("run/toxiproxy.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["proxies"]["consul"]["upstream"],
+        consul.addr.as_str(),
+        "{record}"
+    );
+    up.wait_healthy();
+    let edge_admin = up.admin("edge-1");
+    let errors_before = metric_sum(&edge_admin, "fleet_discovery_errors_total", "");
+
+    let ran = up.gameday("consul-down.json", &[]);
+    ran.assert_held("consul-down.json");
+    // The method's probes passed too: served with under 1 % errors and the
+    // edge ready while Consul was unreachable.
+    for r in ran.journal["run"].as_array().unwrap() {
+        if r["activity"]["type"] == "probe" {
+            assert_eq!(r["output"]["status"], 0, "{r}");
+        }
+    }
+    assert!(toxi.enabled("consul"), "consul proxy enabled again");
+    // The outage was felt: the edge's discovery queries failed meanwhile.
+    let errors_after = metric_sum(&edge_admin, "fleet_discovery_errors_total", "");
+    assert!(
+        errors_after > errors_before,
+        "no discovery errors counted ({errors_before} → {errors_after}): was Consul really cut off?"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_fleet_and_sees_the_ratings_breaker_open_and_close() {
+    let Some(prometheus) = backend("FLEET_TEST_PROMETHEUS_BIN") else {
+        return;
+    };
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let up = FleetUp::start_with(
+        &[
+            "--observability",
+            "--prometheus-addr",
+            &prom_addr,
+            "--prometheus-bin",
+            &prometheus,
+        ],
+        &[],
+    );
+    let record = up.data_dir().join("run/observability.json");
+    let give_up = Instant::now() + Duration::from_secs(90);
+    while !record.exists() {
+        assert!(Instant::now() < give_up, "no run/observability.json");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    up.wait_healthy();
+    // Every rule loaded and evaluated without error.
+    let rules_url = format!("http://{prom_addr}/api/v1/rules");
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("curl").args(["-sf", &rules_url]).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let rules: Vec<&Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        let healthy = rules.iter().filter(|r| r["health"] == "ok").count();
+        if rules.len() == 7 && healthy == rules.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "rules not all loaded and healthy: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ran = up.gameday("ratings-breaker-in-prometheus.json", &[]);
+    ran.assert_held("ratings-breaker-in-prometheus.json");
+    let seen = ran.journal["run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["activity"]["name"] == "Prometheus shows the circuit open")
+        .cloned()
+        .unwrap();
+    assert_eq!(seen["output"]["status"], 0, "{seen}");
+    let out: Value = serde_json::from_str(seen["output"]["stdout"].as_str().unwrap()).unwrap();
+    assert_eq!(out["value"], 1.0, "{out}");
 }

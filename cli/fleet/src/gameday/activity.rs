@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gameday::command::{FleetCommand, Pick, ProbeLoadArgs, ProbeStatusArgs};
+use crate::gameday::command::{
+    AbsentIs, FleetCommand, Pick, ProbeLoadArgs, ProbePrometheusArgs, ProbeStatusArgs,
+};
 use crate::gameday::experiment::{HttpProvider, Provider, Tolerance};
 use crate::gameday::target::{Chaos, Target, TargetError};
 use crate::gameday::undo::{UndoLog, UndoStep};
@@ -376,6 +378,7 @@ pub async fn fleet(cmd: &FleetCommand, cx: &Context) -> Result<(i64, String), Ac
         }
         FleetCommand::ProbeLoad(a) => return load_probe(a, cx).await,
         FleetCommand::ProbeStatus(a) => return status_probe(a, cx).await,
+        FleetCommand::ProbePrometheus(a) => return prometheus_probe(a, cx).await,
     };
     Ok((0, out.to_string()))
 }
@@ -465,6 +468,86 @@ async fn status_probe(a: &ProbeStatusArgs, cx: &Context) -> Result<(i64, String)
         status,
         json!({"service": a.service.name(), "ready": ready, "instances": rows}).to_string(),
     ))
+}
+
+/// One instant query: `GET /api/v1/query?query=…`. Returns the largest
+/// sample value of the result (`None`: no series) and the number of series.
+async fn prometheus_query(
+    http: &reqwest::Client,
+    base: &str,
+    query: &str,
+) -> Result<(Option<f64>, usize), ActivityError> {
+    let url = format!("{base}/api/v1/query?query={}", urlencode(query));
+    let r = http
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| ActivityError::Http(format!("prometheus at {base}: {e}")))?;
+    let status = r.status().as_u16();
+    let body: Value = r
+        .json()
+        .await
+        .map_err(|e| ActivityError::Http(format!("prometheus answered {status}: {e}")))?;
+    if body.get("status").and_then(Value::as_str) != Some("success") {
+        return Err(ActivityError::Http(format!(
+            "prometheus refused the query ({status}): {}",
+            body.get("error").and_then(Value::as_str).unwrap_or("no reason given")
+        )));
+    }
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    // A sample is [unix time, "value"]; values are strings ("NaN", "+Inf"
+    // included).
+    let sample = |v: &Value| -> Option<f64> { v.get(1)?.as_str()?.parse::<f64>().ok() };
+    Ok(match data.get("resultType").and_then(Value::as_str) {
+        Some("scalar") => (data.get("result").and_then(sample), 1),
+        Some("vector") => {
+            let series = data
+                .get("result")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let max = series
+                .iter()
+                .filter_map(|s| s.get("value").and_then(sample))
+                .filter(|v| !v.is_nan())
+                .reduce(f64::max);
+            (max, series.len())
+        }
+        other => {
+            return Err(ActivityError::Http(format!(
+                "prometheus answered a {} result; the probe takes a scalar or an instant vector",
+                other.unwrap_or("missing")
+            )));
+        }
+    })
+}
+
+async fn prometheus_probe(
+    a: &ProbePrometheusArgs,
+    cx: &Context,
+) -> Result<(i64, String), ActivityError> {
+    let base = cx.target.prometheus_url();
+    let give_up = tokio::time::Instant::now() + a.wait;
+    loop {
+        let (value, series) = prometheus_query(&cx.http, &base, &a.query).await?;
+        let pass = match value {
+            None => a.absent == AbsentIs::Pass,
+            Some(v) => a.min.is_none_or(|lo| v >= lo) && a.max.is_none_or(|hi| v <= hi),
+        };
+        if pass || tokio::time::Instant::now() >= give_up {
+            let out = json!({
+                "query": a.query,
+                "value": value,
+                "series": series,
+                "min": a.min,
+                "max": a.max,
+                "passed": pass,
+            });
+            return Ok((i64::from(!pass), out.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Whether `output` is within `tolerance` (Chaos Toolkit's rules).

@@ -74,6 +74,12 @@ pub struct TargetArgs {
     /// `fleet up --toxiproxy` wrote to `<data-dir>/run/toxiproxy.json`.
     #[arg(long, env = "TOXIPROXY_URL")]
     pub toxiproxy: Option<String>,
+    /// Prometheus (`http://127.0.0.1:9090`) for `probe prometheus`;
+    /// default: what `fleet up --observability` wrote to
+    /// `<data-dir>/run/observability.json`, else `http://127.0.0.1:9090`
+    /// (compose publishes it there).
+    #[arg(long, env = "PROMETHEUS_URL")]
+    pub prometheus: Option<String>,
 }
 
 /// The subcommands of `fleet gameday`.
@@ -477,6 +483,46 @@ pub enum ProbeOp {
     /// Count the ready instances of a service (JSON on stdout); exit 1
     /// when fewer than `--min-ready`.
     Status(ProbeStatusArgs),
+    /// Evaluate a PromQL query (an instant query) and compare its value
+    /// with `--min`/`--max` (JSON on stdout); exit 1 when outside, or when
+    /// the query returns no series and `--absent` is not `pass`.
+    Prometheus(ProbePrometheusArgs),
+}
+
+/// What an empty query result means to the Prometheus probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AbsentIs {
+    /// No series: the probe fails (the default: a query that matches
+    /// nothing usually means the data is not there).
+    Fail,
+    /// No series: the probe passes (an alert that is not firing, a ratio
+    /// with no traffic).
+    Pass,
+}
+
+/// Flags of the Prometheus probe.
+#[derive(Clone, Debug, Args)]
+pub struct ProbePrometheusArgs {
+    /// The PromQL expression; a vector result is reduced to its largest
+    /// value (so `--max` bounds every series).
+    #[arg(long)]
+    pub query: String,
+    /// Smallest value that passes.
+    #[arg(long, allow_negative_numbers = true)]
+    pub min: Option<f64>,
+    /// Largest value that passes.
+    #[arg(long, allow_negative_numbers = true)]
+    pub max: Option<f64>,
+    /// What a result with no series means.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub absent: AbsentIs,
+    /// Keep asking this long until the value passes (a rate needs a
+    /// scrape or two after a change); `0s` asks once.
+    #[arg(long, default_value = "0s", value_parser = parse_wait)]
+    pub wait: Duration,
+    /// The system under test.
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// Flags of the load probe.
@@ -542,6 +588,8 @@ pub enum FleetCommand {
     ProbeLoad(ProbeLoadArgs),
     /// Status probe.
     ProbeStatus(ProbeStatusArgs),
+    /// Prometheus query probe.
+    ProbePrometheus(ProbePrometheusArgs),
     /// Network fault.
     Network(NetworkArgs),
 }
@@ -570,6 +618,9 @@ impl FleetCommand {
             GamedayCommand::Probe {
                 probe: ProbeOp::Status(a),
             } => Self::ProbeStatus(a),
+            GamedayCommand::Probe {
+                probe: ProbeOp::Prometheus(a),
+            } => Self::ProbePrometheus(a),
             GamedayCommand::Run(_) | GamedayCommand::Validate { .. } | GamedayCommand::Env(_) => {
                 return Err(
                     "only fault, kill, stop, restart, network and probe are activities (not run, validate or env)"
@@ -599,6 +650,20 @@ impl FleetCommand {
                 crate::load::mix::Mix::parse(Some(&a.mix), crate::load::mix::Service::Edge)?;
                 for t in &a.thresholds {
                     crate::load::threshold::Threshold::parse(t).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Self::ProbePrometheus(a) => {
+                if a.query.trim().is_empty() || a.query.len() > 4096 {
+                    return Err("--query must be a PromQL expression of 1..=4096 bytes".into());
+                }
+                if [a.min, a.max].iter().flatten().any(|v| !v.is_finite()) {
+                    return Err("--min and --max must be finite numbers".into());
+                }
+                if let (Some(lo), Some(hi)) = (a.min, a.max)
+                    && lo > hi
+                {
+                    return Err(format!("--min {lo} is above --max {hi}"));
                 }
                 Ok(())
             }
@@ -634,6 +699,7 @@ impl FleetCommand {
                 humantime::format_duration(a.duration)
             ),
             Self::ProbeStatus(a) => format!("status of {}", a.service.name()),
+            Self::ProbePrometheus(a) => format!("prometheus {}", a.query),
             Self::Network(a) => format!("{} on proxy {}", a.fault().kind(), a.proxy),
         }
     }

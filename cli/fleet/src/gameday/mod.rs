@@ -118,6 +118,7 @@ async fn dispatch(cmd: GamedayCommand, env: BTreeMap<String, String>) -> ExitCod
                 }
                 FleetCommand::ProbeLoad(a) => a.target.clone(),
                 FleetCommand::ProbeStatus(a) => a.target.clone(),
+                FleetCommand::ProbePrometheus(a) => a.target.clone(),
                 FleetCommand::Network(a) => a.target.clone(),
             };
             let http = match reqwest::Client::builder()

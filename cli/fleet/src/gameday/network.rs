@@ -261,9 +261,38 @@ pub async fn create_proxy(
         })
 }
 
-/// For `fleet up --toxiproxy`: proxies in front of the Cassandra nodes
-/// and Redis; returns the rewritten `SCYLLA_NODES` and `REDIS_URL`, and
-/// writes `{"api", "proxies": {name: {"listen", "upstream"}}}` to `record`.
+/// The addresses `fleet up --toxiproxy` hands the instances instead of
+/// the real ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proxied {
+    /// `SCYLLA_NODES` through the `cassandra…` proxies.
+    pub scylla_nodes: Option<String>,
+    /// `REDIS_URL` through the `redis` proxy.
+    pub redis_url: Option<String>,
+    /// `CONSUL_HTTP_ADDR` through the `consul` proxy.
+    pub consul: Option<String>,
+}
+
+/// `host:port` of a Consul address given as `host:port` or a URL.
+fn consul_upstream(addr: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let with_scheme = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let u = reqwest::Url::parse(&with_scheme).context("CONSUL_HTTP_ADDR is not host:port")?;
+    anyhow::ensure!(
+        u.scheme() == "http",
+        "--toxiproxy proxies plain-HTTP Consul only (got {addr})"
+    );
+    let host = u.host_str().context("CONSUL_HTTP_ADDR has no host")?;
+    Ok(format!("{host}:{}", u.port().unwrap_or(8500)))
+}
+
+/// For `fleet up --toxiproxy`: proxies in front of the Cassandra nodes,
+/// Redis and Consul; returns the rewritten addresses, and writes `{"api",
+/// "proxies": {name: {"listen", "upstream"}}}` to `record`.
 ///
 /// # Errors
 /// When Toxiproxy cannot be reached or refuses, or an address is
@@ -272,8 +301,9 @@ pub async fn proxy_stores(
     api: &str,
     scylla_nodes: Option<&str>,
     redis_url: Option<&str>,
+    consul: Option<&str>,
     record: &std::path::Path,
-) -> anyhow::Result<(Option<String>, Option<String>)> {
+) -> anyhow::Result<Proxied> {
     use anyhow::Context as _;
     let api = crate::gameday::target::normalize_url(api);
     let http = reqwest::Client::builder()
@@ -327,8 +357,20 @@ pub async fn proxy_stores(
         }
         None => None,
     };
+    let consul = match consul {
+        Some(addr) => {
+            let upstream = consul_upstream(addr)?;
+            let listen = create_proxy(&http, &api, "consul", &upstream).await?;
+            proxies.insert(
+                "consul".into(),
+                json!({"listen": listen, "upstream": upstream}),
+            );
+            Some(listen)
+        }
+        None => None,
+    };
     if proxies.is_empty() {
-        println!("fleet: --toxiproxy: no Cassandra or Redis configured, nothing to proxy");
+        println!("fleet: --toxiproxy: no Cassandra, Redis or Consul configured, nothing to proxy");
     }
     for (name, p) in &proxies {
         println!(
@@ -342,12 +384,27 @@ pub async fn proxy_stores(
         serde_json::to_vec_pretty(&json!({"api": api, "proxies": proxies}))?,
     )
     .with_context(|| format!("failed to write {}", record.display()))?;
-    Ok((nodes, redis))
+    Ok(Proxied {
+        scylla_nodes: nodes,
+        redis_url: redis,
+        consul,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consul_addresses_become_proxy_upstreams() {
+        assert_eq!(consul_upstream("127.0.0.1:8500").unwrap(), "127.0.0.1:8500");
+        assert_eq!(
+            consul_upstream("http://consul.local:18500").unwrap(),
+            "consul.local:18500"
+        );
+        assert_eq!(consul_upstream("localhost").unwrap(), "localhost:8500");
+        assert!(consul_upstream("https://127.0.0.1:8501").is_err());
+    }
 
     #[test]
     fn toxic_bodies_use_toxiproxys_attribute_names() {

@@ -208,6 +208,21 @@ impl Target {
             })
     }
 
+    /// Prometheus's base URL: `--prometheus`, else the one `fleet up
+    /// --observability` wrote to `run/observability.json` (embedded),
+    /// else `http://127.0.0.1:9090` (compose publishes it there).
+    pub fn prometheus_url(&self) -> String {
+        if let Some(u) = &self.args.prometheus {
+            return normalize_url(u);
+        }
+        if self.kind == TargetKind::Embedded
+            && let Some(u) = crate::observability::recorded_url(&self.args.data_dir)
+        {
+            return normalize_url(&u);
+        }
+        "http://127.0.0.1:9090".into()
+    }
+
     /// The edge's base URL.
     ///
     /// # Errors
