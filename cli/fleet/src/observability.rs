@@ -204,7 +204,10 @@ impl Prometheus {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

@@ -920,7 +920,10 @@ fn prometheus_scrapes_the_fleet_and_sees_the_ratings_breaker_open_and_close() {
     let rules_url = format!("http://{prom_addr}/api/v1/rules");
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new("curl").args(["-sf", &rules_url]).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-sf", &rules_url])
+            .output()
+            .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let rules: Vec<&Value> = v["data"]["groups"]
             .as_array()

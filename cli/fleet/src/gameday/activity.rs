@@ -492,7 +492,9 @@ async fn prometheus_query(
     if body.get("status").and_then(Value::as_str) != Some("success") {
         return Err(ActivityError::Http(format!(
             "prometheus refused the query ({status}): {}",
-            body.get("error").and_then(Value::as_str).unwrap_or("no reason given")
+            body.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
         )));
     }
     let data = body.get("data").cloned().unwrap_or(Value::Null);
