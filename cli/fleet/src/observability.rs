@@ -8,8 +8,12 @@
 //! fleet's recording and alerting rules — `deploy/prometheus/rules/
 //! fleet.rules.yml`, compiled into this binary, the same file compose mounts
 //! and Kubernetes ships as a ConfigMap. Its TSDB lives in `<data>/prometheus`,
-//! its log in `<data>/logs/prometheus.log`, and its URL in
-//! `run/observability.json` for `fleet gameday probe prometheus`.
+//! its log in `<data>/logs/prometheus.log`.
+//!
+//! Beside it, Jaeger v1.76 (`scripts/jaeger` builds it): OTLP/gRPC in (every
+//! instance gets `OTEL_EXPORTER_OTLP_ENDPOINT`), in-memory storage, its UI
+//! and query API on `--jaeger-ui-addr`. Both URLs go to
+//! `run/observability.json` (`fleet gameday probe prometheus` reads it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -146,11 +150,6 @@ impl Prometheus {
             targets: targets_path,
         };
         this.wait_ready(&log_path).await?;
-        std::fs::write(
-            data_dir.join("run").join(RECORD),
-            serde_json::to_vec_pretty(&json!({"prometheus": this.url}))?,
-        )
-        .context("failed to write run/observability.json")?;
         Ok(this)
     }
 
@@ -213,6 +212,204 @@ impl Prometheus {
     }
 }
 
+/// Where a running Jaeger listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JaegerAddrs {
+    /// OTLP/gRPC receiver (what `OTEL_EXPORTER_OTLP_ENDPOINT` names).
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP receiver.
+    pub otlp_http: SocketAddr,
+    /// The query service's HTTP API and UI.
+    pub query_http: SocketAddr,
+    /// The query service's gRPC API.
+    pub query_grpc: SocketAddr,
+    /// The collector's health check extension.
+    pub health: SocketAddr,
+}
+
+/// Jaeger v2's configuration (an OpenTelemetry collector configuration):
+/// OTLP in, in-memory storage, the query service on `query_http`; the
+/// collector's own metrics off (they would bind port 8888). JSON is YAML.
+pub fn jaeger_config(a: &JaegerAddrs) -> serde_json::Value {
+    json!({
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                },
+            },
+            "telemetry": {
+                "resource": {"service.name": "jaeger"},
+                "metrics": {"level": "none"},
+                "logs": {"level": "info"},
+            },
+        },
+        "extensions": {
+            "healthcheckv2": {"use_v2": true, "http": {"endpoint": a.health.to_string()}},
+            "jaeger_query": {
+                "storage": {"traces": "memstore"},
+                "http": {"endpoint": a.query_http.to_string()},
+                "grpc": {"endpoint": a.query_grpc.to_string()},
+            },
+            "jaeger_storage": {
+                "backends": {"memstore": {"memory": {"max_traces": 100_000}}},
+            },
+        },
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": a.otlp_grpc.to_string()},
+                    "http": {"endpoint": a.otlp_http.to_string()},
+                },
+            },
+        },
+        "processors": {"batch": {}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    })
+}
+
+/// A free loopback port (bound and released; the child binds it next).
+fn free_loopback() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(l.local_addr()?)
+}
+
+/// A running Jaeger (stopped on drop at the latest).
+#[derive(Debug)]
+pub struct Jaeger {
+    child: tokio::process::Child,
+    addrs: JaegerAddrs,
+}
+
+impl Jaeger {
+    /// Starts `bin` with its OTLP/gRPC receiver on `otlp` and its UI/API on
+    /// `ui` (other ports free ones), and waits until its query API answers.
+    ///
+    /// # Errors
+    /// When an address has port 0, the configuration cannot be written,
+    /// the program cannot start, or it exits or is not ready within a
+    /// minute (the error carries the end of its log).
+    pub async fn start(
+        bin: &Path,
+        otlp: SocketAddr,
+        ui: SocketAddr,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            otlp.port() != 0 && ui.port() != 0,
+            "--jaeger-otlp-addr and --jaeger-ui-addr need fixed ports"
+        );
+        let addrs = JaegerAddrs {
+            otlp_grpc: otlp,
+            otlp_http: free_loopback()?,
+            query_http: ui,
+            query_grpc: free_loopback()?,
+            health: free_loopback()?,
+        };
+        let dir = data_dir.join("run/jaeger");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let config = dir.join("jaeger.yaml");
+        write_atomically(&config, &jaeger_config(&addrs))?;
+        let logs = data_dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("failed to create {}", logs.display()))?;
+        let log_path = logs.join("jaeger.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "failed to start {} (Jaeger v1.76; scripts/jaeger builds it, --jaeger-bin points elsewhere)",
+                    bin.display()
+                )
+            })?;
+        let mut this = Self { child, addrs };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let give_up = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = this.child.try_wait()? {
+                anyhow::bail!(
+                    "jaeger exited with {status} before it was ready:\n{}",
+                    tail(&log_path)
+                );
+            }
+            if let Ok(r) = http
+                .get(format!("{}/api/services", this.ui_url()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(this);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                anyhow::bail!(
+                    "jaeger was not ready within {}s:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    tail(&log_path)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// What every instance gets as `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://{}", self.addrs.otlp_grpc)
+    }
+
+    /// The UI and query API base URL.
+    pub fn ui_url(&self) -> String {
+        format!("http://{}", self.addrs.query_http)
+    }
+
+    /// SIGTERM (it flushes nothing to disk: in-memory storage), SIGKILL
+    /// after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Records what `--observability` started in `run/observability.json`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn record(
+    data_dir: &Path,
+    prometheus: &Prometheus,
+    jaeger: Option<&Jaeger>,
+) -> anyhow::Result<()> {
+    let mut v = json!({"prometheus": prometheus.url()});
+    if let Some(j) = jaeger {
+        v["jaeger"] = json!(j.ui_url());
+        v["otlp_endpoint"] = json!(j.otlp_endpoint());
+    }
+    write_atomically(&data_dir.join("run").join(RECORD), &v)
+}
+
 /// The last lines of a log, for an error message.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -261,5 +458,29 @@ mod tests {
             "/d/targets.json"
         );
         assert!(RULES.contains("FleetCircuitOpen"));
+    }
+
+    #[test]
+    fn jaeger_listens_where_it_is_told_and_stores_in_memory() {
+        let a = JaegerAddrs {
+            otlp_grpc: "127.0.0.1:4317".parse().unwrap(),
+            otlp_http: "127.0.0.1:4318".parse().unwrap(),
+            query_http: "127.0.0.1:16686".parse().unwrap(),
+            query_grpc: "127.0.0.1:16685".parse().unwrap(),
+            health: "127.0.0.1:13133".parse().unwrap(),
+        };
+        let c = jaeger_config(&a);
+        assert_eq!(
+            c["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+            "127.0.0.1:4317"
+        );
+        assert_eq!(
+            c["extensions"]["jaeger_query"]["http"]["endpoint"],
+            "127.0.0.1:16686"
+        );
+        assert_eq!(
+            c["exporters"]["jaeger_storage_exporter"]["trace_storage"],
+            c["extensions"]["jaeger_query"]["storage"]["traces"]
+        );
     }
 }

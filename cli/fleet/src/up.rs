@@ -88,9 +88,10 @@ pub struct UpArgs {
     /// written to `run/toxiproxy.json`.
     #[arg(long, env = "TOXIPROXY_URL")]
     pub toxiproxy: Option<String>,
-    /// Also run Prometheus: it scrapes every instance (file-based service
+    /// Also run Jaeger and Prometheus: every instance exports its spans to
+    /// Jaeger (OTLP); Prometheus scrapes every instance (file-based service
     /// discovery written from the registry) and evaluates the fleet's
-    /// recording and alerting rules; its URL goes to
+    /// recording and alerting rules; their URLs go to
     /// `run/observability.json`.
     #[arg(long)]
     pub observability: bool,
@@ -101,6 +102,17 @@ pub struct UpArgs {
     /// Debian's).
     #[arg(long, env = "PROMETHEUS_BIN", default_value = "prometheus")]
     pub prometheus_bin: PathBuf,
+    /// With `--observability`: the Jaeger v1.76 program (`scripts/jaeger`
+    /// builds it into the cache and prints its path).
+    #[arg(long, env = "JAEGER_BIN", default_value = "jaeger")]
+    pub jaeger_bin: PathBuf,
+    /// Where Jaeger receives OTLP/gRPC (every instance exports its spans
+    /// there).
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub jaeger_otlp_addr: SocketAddr,
+    /// Where Jaeger's UI and query API listen.
+    #[arg(long, default_value = "127.0.0.1:16686")]
+    pub jaeger_ui_addr: SocketAddr,
 }
 
 /// Runs `fleet up` until Ctrl-C or SIGTERM.
@@ -160,6 +172,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             extra_env.push(("ROUTES_DIR".to_owned(), routes_dir.display().to_string()));
             RouteStore::Dir(routes_dir)
         }
+    };
+    // Jaeger first: every instance is started pointing at it.
+    let jaeger = if args.observability {
+        let j = crate::observability::Jaeger::start(
+            &args.jaeger_bin,
+            args.jaeger_otlp_addr,
+            args.jaeger_ui_addr,
+            &data_dir,
+        )
+        .await
+        .context("--observability: Jaeger did not start")?;
+        extra_env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), j.otlp_endpoint()));
+        Some(j)
+    } else {
+        None
     };
     let seeded = crate::route::seed_defaults(&routes).await?;
     println!("fleet: {}", backends.describe());
@@ -244,6 +271,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             p.url(),
             p.url()
         );
+        if let Some(j) = &jaeger {
+            println!(
+                "jaeger: {}/   (every instance exports its spans to {})",
+                j.ui_url(),
+                j.otlp_endpoint()
+            );
+        }
+        crate::observability::record(&data_dir, &p, jaeger.as_ref())?;
         Some(p)
     } else {
         None
@@ -274,6 +309,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(p) = prometheus {
         p.stop(args.grace).await;
     }
+
     println!("fleet: stopping (edge first, dal last) …");
     let mut clean = true;
     for (id, status, killed) in topo.stop(args.grace).await {
@@ -283,6 +319,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         } else {
             println!("  {id}: {status}");
         }
+    }
+    // Jaeger last: the instances flushed their spans to it on the way out.
+    if let Some(j) = jaeger {
+        j.stop(args.grace).await;
     }
     let _ = std::fs::remove_file(&registry_path);
     if clean {

@@ -122,6 +122,9 @@ where
             rpc.method = %operation,
             request_id = %cx.request_id(),
             caller = cx.caller().unwrap_or(""),
+            // service/version/instance: which version a request was
+            // routed to, on its trace (Jaeger shows it as a tag).
+            served_by = shared.served_by.to_str().unwrap_or(""),
             trace_id = tracing::field::Empty,
         );
         fleet_telemetry::set_parent_from(&span, req.headers());
