@@ -355,3 +355,114 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
     stop(&mut dash).await;
     stop(&mut up).await;
 }
+
+/// A game day's HTML report, as a person opens it: headless Chromium
+/// renders both charts (control and experiment lines over the activity
+/// band) from a real run of `gamedays/slow-catalog-canary.json` against
+/// `fleet up`, and a screenshot is saved.
+#[tokio::test]
+async fn a_game_day_report_renders_its_charts_in_a_browser() {
+    let Some(driver) = chromedriver() else {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty());
+        assert!(!ci, "CI: chromedriver missing (run scripts/browser)");
+        eprintln!("SKIPPED: chromedriver not found (run scripts/browser)");
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let edge = free_addr();
+    let (mut up, _, up_out) = start(
+        &[
+            "up",
+            "--edge-addr",
+            &edge,
+            "--data-dir",
+            &data_dir,
+            "--dashboard",
+            "off",
+        ],
+        |l| l.starts_with("all ") && l.contains("instances ready"),
+    )
+    .await;
+    tokio::spawn(async move {
+        let mut lines = up_out;
+        while let Ok(Some(_)) = lines.next_line().await {}
+    });
+    let report = data.path().join("report.html");
+    let experiment = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../gamedays/slow-catalog-canary.json");
+    let ran = Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["gameday", "run"])
+        .arg(&experiment)
+        .args(["--data-dir", &data_dir, "--journal"])
+        .arg(data.path().join("journal.json"))
+        .arg("--report")
+        .arg(&report)
+        // Roomier budgets than the defaults: a starved CPU must not pass
+        // for the fault's effect.
+        .env("EDGE_BUDGET_TITLE", "2s")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        report.exists(),
+        "no report: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    let driver_addr = free_addr();
+    let port = driver_addr.rsplit(':').next().unwrap().to_owned();
+    let mut chromedriver = Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let browser = Browser::open(&driver_addr).await;
+    browser.goto(&format!("file://{}", report.display())).await;
+    // Each chart is drawn: a visible SVG with one line per cohort, each
+    // with points, and the activity band under them.
+    let drawn = browser
+        .script(
+            "return ['success-chart', 'p99-chart'].map(function (id) {
+               var svg = document.getElementById(id);
+               if (!svg) { return null; }
+               var box = svg.getBoundingClientRect();
+               var lines = Array.prototype.map.call(svg.querySelectorAll('polyline.series'),
+                 function (l) { return [l.getAttribute('data-cohort'), l.points.numberOfItems, l.getBBox().width]; });
+               return {width: box.width, height: box.height, lines: lines,
+                       bands: svg.querySelectorAll('rect').length};
+             });",
+        )
+        .await;
+    println!("report charts as rendered: {drawn}");
+    for chart in drawn.as_array().unwrap() {
+        assert!(chart["width"].as_f64().unwrap() > 100.0, "{drawn}");
+        assert!(chart["height"].as_f64().unwrap() > 50.0, "{drawn}");
+        assert!(chart["bands"].as_u64().unwrap() >= 1, "{drawn}");
+        let lines = chart["lines"].as_array().unwrap();
+        let cohorts: Vec<&str> = lines.iter().filter_map(|l| l[0].as_str()).collect();
+        assert!(
+            cohorts.contains(&"control") && cohorts.contains(&"experiment"),
+            "{drawn}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l[1].as_u64().unwrap() >= 2 && l[2].as_f64().unwrap() > 10.0),
+            "{drawn}"
+        );
+    }
+    let verdict = browser
+        .script("return document.body.innerText.indexOf('Steady state held') >= 0;")
+        .await;
+    assert_eq!(verdict, Value::Bool(true), "the verdict is on the page");
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gameday-report.png");
+    browser.screenshot(&shot).await;
+    println!("screenshot: {}", shot.display());
+    browser.close().await;
+    let _ = chromedriver.kill().await;
+    stop(&mut up).await;
+}
