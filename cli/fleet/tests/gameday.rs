@@ -895,10 +895,15 @@ fn consul_down_through_toxiproxy_keeps_the_last_known_view() {
 
 #[test]
 fn prometheus_scrapes_the_fleet_and_sees_the_ratings_breaker_open_and_close() {
-    let Some(prometheus) = backend("FLEET_TEST_PROMETHEUS_BIN") else {
+    let (Some(prometheus), Some(jaeger)) = (
+        backend("FLEET_TEST_PROMETHEUS_BIN"),
+        backend("FLEET_TEST_JAEGER_BIN"),
+    ) else {
         return;
     };
     let prom_addr = format!("127.0.0.1:{}", free_port());
+    let otlp = format!("127.0.0.1:{}", free_port());
+    let ui = format!("127.0.0.1:{}", free_port());
     let up = FleetUp::start_with(
         &[
             "--observability",
@@ -906,6 +911,12 @@ fn prometheus_scrapes_the_fleet_and_sees_the_ratings_breaker_open_and_close() {
             &prom_addr,
             "--prometheus-bin",
             &prometheus,
+            "--jaeger-bin",
+            &jaeger,
+            "--jaeger-otlp-addr",
+            &otlp,
+            "--jaeger-ui-addr",
+            &ui,
         ],
         &[],
     );
