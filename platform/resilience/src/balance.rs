@@ -321,8 +321,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let attempts = req.attempts().clone();
+        // The routed candidates while one is untried; then the fallbacks
+        // (another version), for a retry.
+        let pool = if req.candidates().iter().any(|k| !attempts.contains(k)) {
+            req.candidates()
+        } else {
+            req.fallbacks()
+        };
         let Some(picked) = self.layer.loads.pick(
-            req.candidates(),
+            pool,
             |k| attempts.contains(k),
             &self.layer.outliers,
         ) else {
