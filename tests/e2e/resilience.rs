@@ -433,7 +433,10 @@ async fn the_only_canary_killed_its_sticky_users_fall_back_to_the_stable_version
     sys.route_store().set(&table).await.unwrap();
     let started = Instant::now();
     while applied(&scrape(edge).await) <= before {
-        assert!(started.elapsed() < Duration::from_secs(10), "table not applied");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "table not applied"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let canary = sys
@@ -487,7 +490,10 @@ async fn the_only_canary_killed_its_sticky_users_fall_back_to_the_stable_version
     // Its cohort is served by 1.2 now.
     let after = c.home(&user(0), &opts()).await.unwrap();
     assert!(
-        after.served_by.iter().all(|b| !b.starts_with("catalog/1.3.")),
+        after
+            .served_by
+            .iter()
+            .all(|b| !b.starts_with("catalog/1.3.")),
         "{:?}",
         after.served_by
     );

@@ -328,11 +328,11 @@ where
         } else {
             req.fallbacks()
         };
-        let Some(picked) = self.layer.loads.pick(
-            pool,
-            |k| attempts.contains(k),
-            &self.layer.outliers,
-        ) else {
+        let Some(picked) =
+            self.layer
+                .loads
+                .pick(pool, |k| attempts.contains(k), &self.layer.outliers)
+        else {
             return Box::pin(async { Err(BalanceError::NoInstance.into()) });
         };
         attempts.push(picked.key.clone());

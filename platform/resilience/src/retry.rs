@@ -310,9 +310,11 @@ mod tests {
             "never back to the instance that just failed"
         );
         // Alone in its version, with another version to fall back to.
-        alone.fallbacks = vec!["z".into()];
+        let mut fallback = TestRequest::new("Get");
+        fallback.candidates = vec!["a".into()];
+        fallback.fallbacks = vec!["z".into()];
         assert!(
-            after_failure(&mut p, &alone, "down").is_some(),
+            after_failure(&mut p, &fallback, "down").is_some(),
             "a retry may go to another version"
         );
         let mut short = TestRequest::new("Get");

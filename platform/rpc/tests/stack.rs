@@ -433,9 +433,11 @@ async fn a_dead_canary_s_cohort_falls_back_to_the_other_version_but_a_pin_does_n
         .unwrap();
     let stable = serve(Answer::Serving).await;
     let metrics = Metrics::new("test", "1.0.0");
-    let instances =
-        parse_instances(&format!("{dead}@1.3.0,{}@1.2.0", stable.addr), &semver::Version::new(1, 0, 0))
-            .unwrap();
+    let instances = parse_instances(
+        &format!("{dead}@1.3.0,{}@1.2.0", stable.addr),
+        &semver::Version::new(1, 0, 0),
+    )
+    .unwrap();
     let table = fleet_rpc::RouteTable {
         service: "target".into(),
         interface: 1,
@@ -456,11 +458,7 @@ async fn a_dead_canary_s_cohort_falls_back_to_the_other_version_but_a_pin_does_n
     assert_eq!(stable.requests(), 40, "every call answered by 1.2");
     // Retried from the dead canary until it was ejected, then routed to
     // 1.2 directly: the canary's version is not live while ejected.
-    let retried = stable
-        .previous_attempts()
-        .into_iter()
-        .flatten()
-        .count();
+    let retried = stable.previous_attempts().into_iter().flatten().count();
     assert!((1..=5).contains(&retried), "{retried} retries");
     assert_eq!(ejected(&stream(&metrics)), 1);
     // A pin means that version or nothing.
