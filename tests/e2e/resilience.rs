@@ -116,7 +116,6 @@ both_modes!(
     a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second,
     a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone,
     pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out,
-    the_only_canary_killed_its_sticky_users_fall_back_to_the_stable_version,
 );
 
 fn edge_admin(sys: &System) -> SocketAddr {
@@ -400,102 +399,5 @@ async fn pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out(mod
     assert!(ok > 0 && shed > 0, "{ok} ok, {shed} shed");
     assert_eq!(timed_out, 0, "shed, never timed out");
     assert_eq!(ok + shed, samples.len(), "nothing else went wrong");
-    sys.topology.stop(Duration::from_secs(10)).await;
-}
-
-async fn the_only_canary_killed_its_sticky_users_fall_back_to_the_stable_version(mode: Mode) {
-    let size = Size {
-        catalog_v1_2: 2,
-        catalog_v1_3: 1,
-        ratings: 2,
-    };
-    let Some(mut sys) = System::start_in(mode, size, &[]).await else {
-        return;
-    };
-    let c = EdgeClient::new(&sys.edge_url()).unwrap();
-    let edge = edge_admin(&sys);
-    // A sticky canary: a fixed cohort of users (by the hash of their id)
-    // sees 1.3, the rest 1.2.
-    let table = fleet_rpc::RouteTable {
-        service: "catalog".into(),
-        interface: 1,
-        weights: [("1.2".to_owned(), 70), ("1.3".to_owned(), 30)].into(),
-        sticky: true,
-    };
-    let applied = |text: &str| {
-        sum_matching(
-            text,
-            "fleet_route_updates_total",
-            &["target=\"catalog\"", "outcome=\"applied\""],
-        )
-    };
-    let before = applied(&scrape(edge).await);
-    sys.route_store().set(&table).await.unwrap();
-    let started = Instant::now();
-    while applied(&scrape(edge).await) <= before {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "table not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let canary = sys
-        .topology
-        .instances()
-        .find(|i| i.spec.service == "catalog" && i.spec.version.starts_with("1.3."))
-        .map(|i| i.spec.instance_id.clone())
-        .unwrap();
-    let user = |i: u64| format!("u{:05}", 1 + i % 500);
-    let cc = c.clone();
-    let load = tokio::spawn(open_loop(100, Duration::from_secs(6), move |i| {
-        let c = cc.clone();
-        async move { c.home(&user(i), &opts()).await }
-    }));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    sys.topology.instance_mut(&canary).unwrap().kill().unwrap();
-    let samples = load.await.unwrap();
-
-    // A home page whose catalog parts failed says so in `degraded`; the
-    // canary's users must see no difference at all.
-    let served = |s: &Sample<fleet_edge_client::Reply<fleet_edge_client::model::HomePage>>| {
-        s.result.as_ref().is_ok_and(|r| r.value.degraded.is_empty())
-    };
-    let failed: Vec<_> = samples
-        .iter()
-        .filter(|s| !served(s))
-        .map(|s| {
-            (
-                s.due,
-                s.result
-                    .as_ref()
-                    .map(|r| format!("{:?}", r.value.degraded))
-                    .unwrap_or_else(|e| e.to_string()),
-            )
-        })
-        .collect();
-    let on_canary_before = samples
-        .iter()
-        .filter(|s| s.due < Duration::from_secs(2))
-        .filter_map(|s| s.result.as_ref().ok())
-        .filter(|r| r.served_by.iter().any(|b| b.starts_with("catalog/1.3.")))
-        .count();
-    let success = 1.0 - failed.len() as f64 / samples.len() as f64;
-    println!(
-        "{mode:?}: kill -9 of the only 1.3 canary at 100 home pages/s: {} requests ({on_canary_before} on the canary before), success {success:.4}, p99 {:?}",
-        samples.len(),
-        p99(&samples)
-    );
-    assert!(on_canary_before > 0, "the canary had a cohort");
-    assert!(success >= 0.999, "success {success}: {failed:?}");
-    // Its cohort is served by 1.2 now.
-    let after = c.home(&user(0), &opts()).await.unwrap();
-    assert!(
-        after
-            .served_by
-            .iter()
-            .all(|b| !b.starts_with("catalog/1.3.")),
-        "{:?}",
-        after.served_by
-    );
     sys.topology.stop(Duration::from_secs(10)).await;
 }
