@@ -30,7 +30,12 @@
 //! succeed needed. The median is of the last [`AdaptiveConfig::p50_samples`]
 //! responses younger than [`AdaptiveConfig::p50_window`], so an operation
 //! that stopped being served (every call refused) forgets its old latency
-//! instead of refusing forever. How a refusal is answered (gRPC
+//! instead of refusing forever. A request that ended at its deadline (or
+//! whose caller left) counts with the time it ran, a lower bound; the
+//! first request that *completes* afterwards supersedes those bounds (they
+//! are dropped from the median): it proves the operation finishes in that
+//! time again, so a dependency that recovered is admitted at once instead
+//! of being refused on stale timeouts until they age out. How a refusal is answered (gRPC
 //! `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`, HTTP 503 with
 //! `Retry-After`) is the protocol's business: an [`AdmissionPolicy`] names
 //! each request's operation and renders refusals.
@@ -217,12 +222,14 @@ impl Gradient2 {
 /// Recent response times of one operation.
 #[derive(Debug)]
 struct Recent {
-    samples: VecDeque<(Instant, Duration)>,
+    /// When each response ended, how long it ran, and whether it ended
+    /// unfinished (a lower bound, superseded by the next completion).
+    samples: VecDeque<(Instant, Duration, bool)>,
 }
 
 impl Recent {
     fn p50(&mut self, cfg: &AdaptiveConfig, now: Instant) -> Option<Duration> {
-        while let Some((at, _)) = self.samples.front() {
+        while let Some((at, _, _)) = self.samples.front() {
             if now.saturating_duration_since(*at) > cfg.p50_window {
                 self.samples.pop_front();
             } else {
@@ -232,7 +239,7 @@ impl Recent {
         if self.samples.len() < cfg.p50_min_samples.max(1) {
             return None;
         }
-        let mut v: Vec<Duration> = self.samples.iter().map(|(_, d)| *d).collect();
+        let mut v: Vec<Duration> = self.samples.iter().map(|(_, d, _)| *d).collect();
         v.sort_unstable();
         v.get(v.len() / 2).copied()
     }
@@ -322,6 +329,7 @@ impl AdaptiveLimiter {
                 operation,
                 started: Instant::now(),
                 inflight: before + 1,
+                completed: false,
             }),
             Err(_) => Err(Refused::LimitReached { limit }),
         }
@@ -335,12 +343,16 @@ pub struct Permit {
     operation: Arc<str>,
     started: Instant,
     inflight: usize,
+    /// The request finished (not dropped at its deadline or abandoned).
+    completed: bool,
 }
 
 impl Permit {
     /// The request finished (the same as dropping the permit, said out
     /// loud).
-    pub fn complete(self) {}
+    pub fn complete(mut self) {
+        self.completed = true;
+    }
 }
 
 impl Drop for Permit {
@@ -371,10 +383,14 @@ impl Drop for Permit {
                 .or_insert_with(|| Recent {
                     samples: VecDeque::with_capacity(cap),
                 });
+            if self.completed {
+                // A completion supersedes the lower bounds before it.
+                r.samples.retain(|(_, _, unfinished)| !unfinished);
+            }
             if r.samples.len() >= cap {
                 r.samples.pop_front();
             }
-            r.samples.push_back((now, rtt));
+            r.samples.push_back((now, rtt, !self.completed));
         }
         self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -600,6 +616,29 @@ mod tests {
         tokio::time::advance(ms(10_500)).await;
         assert_eq!(l.p50("Slow"), None);
         drop(l.try_acquire(op, Some(ms(150))).unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completion_after_timeouts_ends_refusals_on_the_stale_median() {
+        let l = AdaptiveLimiter::new(AdaptiveConfig::default());
+        let op: Arc<str> = "Hung".into();
+        // Twenty requests ran into their 500 ms deadline (dropped unfinished).
+        for _ in 0..20 {
+            let p = l.try_acquire(op.clone(), Some(ms(500))).unwrap();
+            tokio::time::advance(ms(500)).await;
+            drop(p);
+        }
+        assert_eq!(l.p50("Hung"), Some(ms(500)));
+        assert!(l.try_acquire(op.clone(), Some(ms(300))).is_err());
+        // The dependency recovered: one request with budget enough is
+        // admitted and completes in 2 ms.
+        let p = l.try_acquire(op.clone(), Some(ms(600))).unwrap();
+        tokio::time::advance(ms(2)).await;
+        p.complete();
+        // The timeouts no longer speak for the operation: admitted at once,
+        // not seconds later when they age out.
+        assert_eq!(l.p50("Hung"), None, "one completion is too few to judge");
+        drop(l.try_acquire(op, Some(ms(300))).unwrap());
     }
 
     #[derive(Clone)]

@@ -321,11 +321,18 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let attempts = req.attempts().clone();
-        let Some(picked) = self.layer.loads.pick(
-            req.candidates(),
-            |k| attempts.contains(k),
-            &self.layer.outliers,
-        ) else {
+        // The routed candidates while one is untried; then the fallbacks
+        // (another version), for a retry.
+        let pool = if req.candidates().iter().any(|k| !attempts.contains(k)) {
+            req.candidates()
+        } else {
+            req.fallbacks()
+        };
+        let Some(picked) =
+            self.layer
+                .loads
+                .pick(pool, |k| attempts.contains(k), &self.layer.outliers)
+        else {
             return Box::pin(async { Err(BalanceError::NoInstance.into()) });
         };
         attempts.push(picked.key.clone());

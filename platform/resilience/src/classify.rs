@@ -39,6 +39,14 @@ pub enum Class {
         /// A gateway failure (retryable, counts towards ejection).
         gateway: bool,
     },
+    /// The instance refused the call at admission (gRPC
+    /// `RESOURCE_EXHAUSTED`: its concurrency limit, or a budget shorter
+    /// than the operation's median) — pushback, not sickness. As Envoy's
+    /// outlier detection counts gateway failures and not 429s, it counts
+    /// against no circuit and ejects nobody; it is retried on another
+    /// instance only when the server said after how long (gRPC A6
+    /// `grpc-retry-pushback-ms` ≥ 0), never sooner.
+    Overloaded,
     /// The instance answered that something *behind* it failed (it marks
     /// such errors). The operation failed, but this instance is healthy and
     /// another instance would meet the same deeper failure: not retried
@@ -52,7 +60,7 @@ impl Class {
     pub fn breaker_outcome(self) -> Option<Outcome> {
         match self {
             Self::Success | Self::CallerError { answered: true } => Some(Outcome::Success),
-            Self::CallerError { answered: false } | Self::LocalRefusal => None,
+            Self::CallerError { answered: false } | Self::LocalRefusal | Self::Overloaded => None,
             Self::Timeout => Some(Outcome::Timeout),
             Self::InstanceFailure { .. } | Self::Downstream => Some(Outcome::Failure),
         }
@@ -68,11 +76,15 @@ impl Class {
             | Self::CallerError { answered: true }
             | Self::Downstream
             | Self::InstanceFailure { gateway: false } => Some(true),
-            Self::CallerError { answered: false } | Self::LocalRefusal => None,
+            // Neither evidence against the instance nor of its health: a
+            // refusal says nothing about whether it would have served.
+            Self::CallerError { answered: false } | Self::LocalRefusal | Self::Overloaded => None,
         }
     }
 
-    /// Whether another instance might succeed: gateway failures only.
+    /// Whether another instance might succeed: gateway failures only. (An
+    /// [`Class::Overloaded`] refusal may be retried too, but only on the
+    /// server's pushback: the retry policy decides it.)
     pub fn retryable(self) -> bool {
         matches!(self, Self::InstanceFailure { gateway: true })
     }
@@ -81,7 +93,7 @@ impl Class {
     pub fn stats_outcome(self) -> Outcome {
         match self {
             Self::Success | Self::CallerError { .. } => Outcome::Success,
-            Self::LocalRefusal => Outcome::Rejected,
+            Self::LocalRefusal | Self::Overloaded => Outcome::Rejected,
             Self::Timeout => Outcome::Timeout,
             Self::InstanceFailure { .. } | Self::Downstream => Outcome::Failure,
         }
@@ -128,6 +140,15 @@ mod tests {
         let answered = Class::CallerError { answered: true };
         assert_eq!(answered.breaker_outcome(), Some(Outcome::Success));
         assert_eq!(answered.instance_health(), Some(true));
+    }
+
+    #[test]
+    fn admission_pushback_counts_against_no_circuit_and_no_instance() {
+        let c = Class::Overloaded;
+        assert_eq!(c.breaker_outcome(), None);
+        assert_eq!(c.instance_health(), None);
+        assert!(!c.retryable(), "only on the server's pushback");
+        assert_eq!(c.stats_outcome(), Outcome::Rejected);
     }
 
     #[test]

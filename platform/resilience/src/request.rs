@@ -28,6 +28,14 @@ pub trait ResilientRequest {
     /// The instances this call may go to (after version routing).
     fn candidates(&self) -> &[Self::Key];
 
+    /// Where a retry may go once every candidate was tried: instances of
+    /// another version of the dependency, when a route table (not a pin)
+    /// chose this call's version, so a cohort whose version just died is
+    /// served by another one. None by default.
+    fn fallbacks(&self) -> &[Self::Key] {
+        &[]
+    }
+
     /// The instances earlier attempts of this call went to, shared with
     /// every clone of the request.
     fn attempts(&self) -> &Attempts<Self::Key>;

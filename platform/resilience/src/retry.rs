@@ -10,7 +10,9 @@
 //! never to an instance this call already tried (and not at all when no
 //! other instance is left), after the server's `grpc-retry-pushback-ms`
 //! (a negative one means "don't") or a full-jitter backoff, only while the
-//! deadline can still afford it. The budget is withdrawn from last, so a
+//! deadline can still afford it. A server's admission refusal
+//! ([`Class::Overloaded`]) is retried only when it carries a non-negative
+//! pushback, and no sooner (gRPC A6). The budget is withdrawn from last, so a
 //! token is spent only on a retry that is actually sent.
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::BoxError;
-use crate::classify::{Classify, Pushback};
+use crate::classify::{Class, Classify, Pushback};
 use crate::observe::Observer;
 use crate::request::ResilientRequest;
 
@@ -161,7 +163,15 @@ where
         let Err(error) = result else {
             return None;
         };
-        if !req.idempotent() || !self.classifier.classify(error).retryable() {
+        if !req.idempotent() {
+            return None;
+        }
+        let class = self.classifier.classify(error);
+        let pushback = self.classifier.pushback(error);
+        // An admission refusal is retried only when the server said after
+        // how long (gRPC A6: absent or negative pushback, no retry).
+        let overload_retry = class == Class::Overloaded && matches!(pushback, Pushback::After(_));
+        if !class.retryable() && !overload_retry {
             return None;
         }
         let tried = u32::try_from(req.attempts().count()).unwrap_or(u32::MAX);
@@ -169,12 +179,18 @@ where
             return None;
         }
         // Never the instance that just failed (nor any other already
-        // tried); no retry at all when none is left.
+        // tried, of its version or a fallback); no retry at all when none
+        // is left.
         let attempts = req.attempts();
-        if !req.candidates().iter().any(|k| !attempts.contains(k)) {
+        if !req
+            .candidates()
+            .iter()
+            .chain(req.fallbacks())
+            .any(|k| !attempts.contains(k))
+        {
             return None;
         }
-        let wait = match self.classifier.pushback(error) {
+        let wait = match pushback {
             Pushback::Stop => return None,
             Pushback::After(d) => d,
             Pushback::None => self.backoff(tried),
@@ -205,7 +221,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Class;
     use crate::observe::NoObserver;
     use crate::testing::TestRequest;
     use tower::retry::Policy;
@@ -218,6 +233,8 @@ mod tests {
         fn classify(&self, e: &BoxError) -> Class {
             if e.to_string() == "deeper" {
                 Class::Downstream
+            } else if e.to_string() == "overloaded" {
+                Class::Overloaded
             } else {
                 Class::InstanceFailure { gateway: true }
             }
@@ -292,6 +309,14 @@ mod tests {
             after_failure(&mut p, &alone, "down").is_none(),
             "never back to the instance that just failed"
         );
+        // Alone in its version, with another version to fall back to.
+        let mut fallback = TestRequest::new("Get");
+        fallback.candidates = vec!["a".into()];
+        fallback.fallbacks = vec!["z".into()];
+        assert!(
+            after_failure(&mut p, &fallback, "down").is_some(),
+            "a retry may go to another version"
+        );
         let mut short = TestRequest::new("Get");
         short.deadline = Instant::now() + Duration::from_millis(5);
         assert!(
@@ -340,6 +365,34 @@ mod tests {
         );
         let mut stop = policy(generous(), Pushback::Stop);
         assert!(after_failure(&mut stop, &TestRequest::new("Get"), "down").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admission_refusal_is_retried_only_after_the_servers_pushback() {
+        // No pushback (or a negative one): the server did not invite a
+        // retry (gRPC A6), whatever the budget allows.
+        for pushback in [Pushback::None, Pushback::Stop] {
+            let mut p = policy(generous(), pushback);
+            assert!(
+                after_failure(&mut p, &TestRequest::new("Get"), "overloaded").is_none(),
+                "{pushback:?}"
+            );
+        }
+        // A pushback: retried on another instance, no sooner than asked.
+        let mut p = policy(generous(), Pushback::After(Duration::from_millis(120)));
+        let sleep = after_failure(&mut p, &TestRequest::new("Get"), "overloaded").unwrap();
+        assert_eq!(
+            sleep.deadline() - Instant::now(),
+            Duration::from_millis(120)
+        );
+        // …and only while the deadline can afford the wait.
+        let mut short = TestRequest::new("Get");
+        short.deadline = Instant::now() + Duration::from_millis(100);
+        assert!(after_failure(&mut p, &short, "overloaded").is_none());
+        // Never a write.
+        let mut write = TestRequest::new("Put");
+        write.idempotent = false;
+        assert!(after_failure(&mut p, &write, "overloaded").is_none());
     }
 
     #[test]

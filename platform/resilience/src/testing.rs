@@ -14,6 +14,7 @@ pub(crate) struct TestRequest {
     pub idempotent: bool,
     pub deadline: Instant,
     pub candidates: Vec<String>,
+    pub fallbacks: Vec<String>,
     pub attempts: Attempts<String>,
 }
 
@@ -24,6 +25,7 @@ impl TestRequest {
             idempotent: true,
             deadline: Instant::now() + Duration::from_secs(10),
             candidates: vec!["a".into(), "b".into()],
+            fallbacks: Vec::new(),
             attempts: Attempts::default(),
         }
     }
@@ -42,6 +44,9 @@ impl ResilientRequest for TestRequest {
     }
     fn candidates(&self) -> &[String] {
         &self.candidates
+    }
+    fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
     fn attempts(&self) -> &Attempts<String> {
         &self.attempts
@@ -82,7 +87,8 @@ pub(crate) fn gate() -> (
 
 /// Classifies test errors by their text: `caller` is a caller mistake
 /// refused unsent, `notfound` one the dependency answered, `deeper` a
-/// failure from deeper down, anything else a gateway failure.
+/// failure from deeper down, `overloaded` an admission refusal, anything
+/// else a gateway failure.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TextClassifier;
 
@@ -99,6 +105,7 @@ impl crate::classify::Classify for TextClassifier {
             "caller" => Class::CallerError { answered: false },
             "notfound" => Class::CallerError { answered: true },
             "deeper" => Class::Downstream,
+            "overloaded" => Class::Overloaded,
             _ => Class::InstanceFailure { gateway: true },
         }
     }

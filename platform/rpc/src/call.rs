@@ -64,6 +64,7 @@ pub struct Call {
     pub(crate) deadline: Instant,
     pub(crate) cx: Option<RequestContext>,
     pub(crate) candidates: Arc<[InstanceId]>,
+    pub(crate) fallbacks: Arc<[InstanceId]>,
     pub(crate) attempts: Attempts<InstanceId>,
 }
 
@@ -84,6 +85,10 @@ impl ResilientRequest for Call {
 
     fn candidates(&self) -> &[InstanceId] {
         &self.candidates
+    }
+
+    fn fallbacks(&self) -> &[InstanceId] {
+        &self.fallbacks
     }
 
     fn attempts(&self) -> &Attempts<InstanceId> {
@@ -117,6 +122,7 @@ where
         deadline: effective_deadline(config, cx.as_ref(), opts, now),
         cx,
         candidates: Arc::from(Vec::new()),
+        fallbacks: Arc::from(Vec::new()),
         attempts: Attempts::default(),
     };
     let result = stack.clone().oneshot(call).await;

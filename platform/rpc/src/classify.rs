@@ -63,6 +63,8 @@ fn class_of(error: &RpcError, downstream: bool) -> Class {
             Unavailable::Transport | Unavailable::Server => {
                 Class::InstanceFailure { gateway: true }
             }
+            // Admission control's pushback: not the instance's sickness.
+            Unavailable::Overloaded => Class::Overloaded,
             Unavailable::CircuitOpen | Unavailable::BulkheadFull => Class::LocalRefusal,
             // Nothing to call: the dependency is down for us, but no
             // instance is to blame and none could be retried.

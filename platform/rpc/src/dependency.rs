@@ -257,7 +257,8 @@ impl Dependency {
         let ids = self
             .shared
             .routed(cx)
-            .map_err(|e| crate::classify::into_rpc_error(self.shared.config.name, Box::new(e)))?;
+            .map_err(|e| crate::classify::into_rpc_error(self.shared.config.name, Box::new(e)))?
+            .primary;
         Ok(self
             .instances()
             .into_iter()
@@ -407,6 +408,15 @@ impl Dependency {
     }
 }
 
+/// Where a call may go: the instances of the version routing chose, and
+/// (when a route table chose it) the other versions' instances, for a
+/// retry once every chosen one was tried.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub primary: Vec<InstanceId>,
+    pub fallback: Vec<InstanceId>,
+}
+
 impl Shared {
     pub(crate) fn instances(&self) -> Vec<Instance> {
         let major = self.config.interface_major;
@@ -458,10 +468,7 @@ impl Shared {
     }
 
     /// The candidate instances for a call in context `cx`.
-    pub(crate) fn routed(
-        &self,
-        cx: Option<&RequestContext>,
-    ) -> Result<Vec<InstanceId>, RouteError> {
+    pub(crate) fn routed(&self, cx: Option<&RequestContext>) -> Result<Routed, RouteError> {
         let cfg = &self.config;
         let eligible = self.instances();
         let header = format!("x-version-{}", cfg.name);
@@ -478,13 +485,22 @@ impl Shared {
                     if t.interface != cfg.interface_major {
                         return None;
                     }
+                    // A version is live while one of its instances is not
+                    // ejected: a canary whose only instance died stops
+                    // taking its cohort once ejected (unless every
+                    // version is ejected: then all count).
+                    let version = |i: &Instance| MajorMinor {
+                        major: i.version.major,
+                        minor: i.version.minor,
+                    };
                     let mut live: Vec<MajorMinor> = eligible
                         .iter()
-                        .map(|i| MajorMinor {
-                            major: i.version.major,
-                            minor: i.version.minor,
-                        })
+                        .filter(|i| !self.outliers.is_ejected(&i.id))
+                        .map(version)
                         .collect();
+                    if live.is_empty() {
+                        live = eligible.iter().map(version).collect();
+                    }
                     live.sort();
                     live.dedup();
                     t.choose(
@@ -496,13 +512,21 @@ impl Shared {
                 false,
             ),
         };
-        let routed: Vec<InstanceId> = eligible
+        let (routed, others): (Vec<&Instance>, Vec<&Instance>) = eligible
             .iter()
-            .filter(|i| chosen.is_none_or(|v| v.matches(&i.version)))
-            .map(|i| i.id.clone())
-            .collect();
+            .partition(|i| chosen.is_none_or(|v| v.matches(&i.version)));
         if !routed.is_empty() {
-            return Ok(routed);
+            // Only a route table's choice falls back; a pin means "this
+            // version or nothing".
+            let by_table = cfg.pin.is_none() && header_pin.is_none();
+            return Ok(Routed {
+                primary: routed.iter().map(|i| i.id.clone()).collect(),
+                fallback: if by_table {
+                    others.iter().map(|i| i.id.clone()).collect()
+                } else {
+                    Vec::new()
+                },
+            });
         }
         match chosen {
             Some(v) if from_request => Err(RouteError::UnknownVersion {

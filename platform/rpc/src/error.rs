@@ -9,8 +9,13 @@ pub enum Unavailable {
     NoInstances,
     /// The connection failed (refused, reset, connect timeout).
     Transport,
-    /// The instance answered UNAVAILABLE (overloaded, draining, store down).
+    /// The instance answered UNAVAILABLE (draining, its store down).
     Server,
+    /// The instance refused the call at admission (RESOURCE_EXHAUSTED: its
+    /// concurrency limit, or a budget below the operation's median):
+    /// pushback, not a failure of the instance. `retry_after` carries its
+    /// `grpc-retry-pushback-ms`.
+    Overloaded,
     /// The circuit breaker toward this operation is open.
     CircuitOpen,
     /// The bulkhead toward this dependency is full.
@@ -95,7 +100,13 @@ impl RpcError {
             // A CANCELLED answer means the server's own copy of our deadline
             // fired (tonic answers that way); to the caller it is a timeout.
             Code::Cancelled => Self::DeadlineExceeded { dependency },
-            Code::Unavailable | Code::ResourceExhausted => Self::Unavailable {
+            Code::ResourceExhausted => Self::Unavailable {
+                dependency,
+                reason: Unavailable::Overloaded,
+                message,
+                retry_after: None,
+            },
+            Code::Unavailable => Self::Unavailable {
                 dependency,
                 reason: if status.metadata().get("grpc-status").is_none() && is_transport(status) {
                     Unavailable::Transport
@@ -141,6 +152,10 @@ impl RpcError {
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::Conflict { .. } => "FAILED_PRECONDITION",
             Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Self::Unavailable {
+                reason: Unavailable::Overloaded,
+                ..
+            } => "RESOURCE_EXHAUSTED",
             Self::Unavailable { .. } => "UNAVAILABLE",
             Self::Internal { .. } => "INTERNAL",
         }
@@ -230,6 +245,15 @@ mod tests {
             ),
             "{broken:?}"
         );
+        let e = RpcError::from_status("dal", &tonic::Status::resource_exhausted("limit 20"));
+        assert!(matches!(
+            e,
+            RpcError::Unavailable {
+                reason: Unavailable::Overloaded,
+                ..
+            }
+        ));
+        assert_eq!(e.code_name(), "RESOURCE_EXHAUSTED");
         let e = RpcError::from_status("dal", &tonic::Status::unknown("handler said so"));
         assert!(matches!(e, RpcError::Internal { .. }));
         let e = RpcError::from_status("dal", &tonic::Status::internal("boom"));

@@ -1,7 +1,10 @@
 //! The route layer: which instances a call may go to — the client's
 //! interface major, then a pin (the client's `<DEP>_PIN`, else the
 //! request's `x-version-<dep>` header), else the live route table — set on
-//! the call once, for all its attempts (see [`crate::routing`]).
+//! the call once, for all its attempts (see [`crate::routing`]). When the
+//! route table chose the version, the other live versions' instances are
+//! the call's fallbacks: a retry goes there once every instance of the
+//! chosen version was tried (a pin has no fallback).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -76,8 +79,9 @@ where
     fn call(&mut self, mut req: Call) -> Self::Future {
         self.shared.refresh();
         match self.shared.routed(req.cx.as_ref()) {
-            Ok(ids) => {
-                req.candidates = ids.into();
+            Ok(routed) => {
+                req.candidates = routed.primary.into();
+                req.fallbacks = routed.fallback.into();
                 let fut = self.inner.call(req);
                 Box::pin(async move { fut.await.map_err(Into::into) })
             }

@@ -39,6 +39,9 @@ enum Answer {
     UnavailableNoRetry,
     /// NOT_FOUND.
     NotFound,
+    /// RESOURCE_EXHAUSTED from admission control, with this
+    /// `grpc-retry-pushback-ms` (none when `None`).
+    Overloaded(Option<&'static str>),
 }
 
 /// A real gRPC server on port 0 whose answers the test controls, and
@@ -80,6 +83,14 @@ impl Health for TestServer {
                 Err(s)
             }
             Answer::NotFound => Err(Status::not_found("no such service")),
+            Answer::Overloaded(pushback) => {
+                let mut s = Status::resource_exhausted("concurrency limit 20 reached");
+                if let Some(ms) = pushback {
+                    s.metadata_mut()
+                        .insert(fleet_rpc::PUSHBACK_HEADER, ms.parse().unwrap());
+                }
+                Err(s)
+            }
         }
     }
 
@@ -324,6 +335,149 @@ async fn a_negative_pushback_stops_the_retry() {
         assert!(check(&dep).await.is_err());
     }
     assert_eq!(a.requests() + b.requests(), 20);
+}
+
+#[tokio::test]
+async fn admission_pushback_opens_no_circuit_ejects_nobody_and_is_not_retried_unasked() {
+    let (a, b) = (
+        serve(Answer::Overloaded(None)).await,
+        serve(Answer::Overloaded(None)).await,
+    );
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(
+        &[a.addr, b.addr],
+        &metrics,
+        &[("TARGET_RETRY_BUDGET_PERCENT", "1.0")],
+    );
+    // Far past the breaker's volume (20) and the ejection count (5): an
+    // overloaded instance is pushing back, not failing.
+    for _ in 0..60 {
+        let r = check(&dep).await;
+        assert!(
+            matches!(
+                r,
+                Err(RpcError::Unavailable {
+                    reason: Unavailable::Overloaded,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        a.requests() + b.requests(),
+        60,
+        "no pushback header: not retried (gRPC A6)"
+    );
+    let snap = stream(&metrics);
+    assert_eq!(snap["circuit"], "closed", "{snap}");
+    assert_eq!(ejected(&snap), 0, "{snap}");
+    assert_eq!(snap["retries"], 0);
+    assert_eq!(circuit_gauge(&metrics, "target").as_deref(), Some("0"));
+    // The instances serve again: answered at once, no circuit to wait out.
+    a.set(Answer::Serving);
+    b.set(Answer::Serving);
+    check(&dep).await.unwrap();
+}
+
+#[tokio::test]
+async fn admission_pushback_is_waited_out_before_retrying_on_another_instance() {
+    let (busy, idle) = (
+        serve(Answer::Overloaded(Some("300"))).await,
+        serve(Answer::Serving).await,
+    );
+    let metrics = Metrics::new("test", "1.0.0");
+    let dep = dependency(
+        &[busy.addr, idle.addr],
+        &metrics,
+        &[("TARGET_RETRY_BUDGET_PERCENT", "1.0")],
+    );
+    let mut pushed_back = 0;
+    // Until the balancer has picked the busy instance a few times (it
+    // picks at random between equal loads).
+    for _ in 0..200 {
+        if pushed_back == 3 {
+            break;
+        }
+        let before = busy.requests();
+        let started = std::time::Instant::now();
+        check(&dep).await.unwrap();
+        if busy.requests() > before {
+            pushed_back += 1;
+            // A lower bound only (the server asked for 300 ms): a slow
+            // machine can make it longer, never shorter.
+            assert!(
+                started.elapsed() >= Duration::from_millis(300),
+                "retried after {:?}, before the pushback",
+                started.elapsed()
+            );
+        }
+    }
+    assert!(pushed_back > 0, "the busy instance was tried");
+    let retried: Vec<_> = idle.previous_attempts().into_iter().flatten().collect();
+    assert_eq!(retried.len(), pushed_back, "each refusal retried once");
+    assert!(
+        busy.previous_attempts().iter().all(Option::is_none),
+        "never back to the instance that pushed back"
+    );
+    assert_eq!(ejected(&stream(&metrics)), 0);
+}
+
+#[tokio::test]
+async fn a_dead_canary_s_cohort_falls_back_to_the_other_version_but_a_pin_does_not() {
+    // The route table sends (nearly) everyone to 1.3, whose only instance
+    // is dead: nothing listens on its port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stable = serve(Answer::Serving).await;
+    let metrics = Metrics::new("test", "1.0.0");
+    let instances = parse_instances(
+        &format!("{dead}@1.3.0,{}@1.2.0", stable.addr),
+        &semver::Version::new(1, 0, 0),
+    )
+    .unwrap();
+    let table = fleet_rpc::RouteTable {
+        service: "target".into(),
+        interface: 1,
+        weights: [("1.2".to_owned(), 1), ("1.3".to_owned(), 10_000)].into(),
+        sticky: false,
+    };
+    let (_tx, routes) = tokio::sync::watch::channel(Some(Arc::new(table)));
+    let dep = Dependency::new(
+        config(1, &[("TARGET_RETRY_BUDGET_PERCENT", "1.0")]),
+        InstanceSource::Static(instances),
+        metrics.grpc_client(),
+    )
+    .with_routes(routes);
+    for i in 0..40 {
+        let r = check(&dep).await;
+        assert!(r.is_ok(), "call {i}: {r:?}");
+    }
+    assert_eq!(stable.requests(), 40, "every call answered by 1.2");
+    // Retried from the dead canary until it was ejected, then routed to
+    // 1.2 directly: the canary's version is not live while ejected.
+    let retried = stable.previous_attempts().into_iter().flatten().count();
+    assert!((1..=5).contains(&retried), "{retried} retries");
+    assert_eq!(ejected(&stream(&metrics)), 1);
+    // A pin means that version or nothing.
+    let pinned = RequestContext::new().with_propagated(
+        HeaderName::from_static("x-version-target"),
+        HeaderValue::from_static("1.3"),
+    );
+    let r = pinned.scope(check(&dep)).await;
+    assert!(
+        matches!(
+            r,
+            Err(RpcError::Unavailable {
+                reason: Unavailable::Transport,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(stable.requests(), 40);
 }
 
 #[tokio::test]

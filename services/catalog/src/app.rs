@@ -29,7 +29,7 @@ pub struct App {
 
 impl App {
     /// Binds the gRPC and admin listeners, builds the dal client and
-    /// registers the readiness check (the dal answers gRPC health).
+    /// registers the readiness check (a dal instance is known).
     ///
     /// # Errors
     /// When a listener cannot be bound.
@@ -45,11 +45,13 @@ impl App {
                 .await,
         );
         let host = ServiceHost::bind(config.server, metrics).await?;
-        let probe = dal.clone();
-        host.readiness().add("dal", move || {
-            let dal = probe.clone();
-            async move { dal.probe().await.map_err(|e| e.to_string()) }
-        });
+        // Ready while at least one dal instance is known: a slow or failing
+        // dal is handled per request (deadline, breaker, balancer), and an
+        // instance that took itself out of rotation for it would only
+        // move the load onto its peers, which meet the same dal.
+        let known = dal.dependency().clone();
+        host.readiness()
+            .add_required("dal", move || known.instances().len());
         tracing::debug!(%version, badges = features.badges, "catalog built");
         Ok(Self {
             host,

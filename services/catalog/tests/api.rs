@@ -5,7 +5,13 @@ mod support;
 
 use fleet_catalog_client::Error;
 use fleet_seed::SeedConfig;
-use support::{client, closed_port, opts, readyz, start_catalog, start_dal, wait_for};
+use std::time::Duration;
+
+use fleet_catalog_client::CallOptions;
+use support::{
+    add_fault, black_hole, client, closed_port, opts, readyz, start_catalog, start_catalog_on,
+    start_dal, stays_ready, wait_for,
+};
 
 fn seed_titles() -> Vec<fleet_seed::SeedTitle> {
     fleet_seed::titles(&SeedConfig {
@@ -175,13 +181,22 @@ async fn bad_input_is_rejected_naming_the_field_without_calling_the_dal() {
 }
 
 #[tokio::test]
-async fn without_a_dal_the_catalog_is_not_ready() {
-    let catalog = start_catalog(closed_port(), "1.3.0").await;
+async fn with_no_dal_instance_known_the_catalog_is_not_ready() {
+    // The only dal listed speaks interface 2, which this catalog cannot
+    // call: no dal instance it could use is known.
+    let catalog = start_catalog_on(&format!("{}@2.0.0", closed_port()), "1.3.0").await;
     let c = client(&catalog);
     wait_for("/readyz answers 503", async || {
         readyz(catalog.admin).await == 503
     })
     .await;
+    let body = reqwest::get(format!("http://{}/readyz", catalog.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("no dal instance is known"), "{body}");
     assert!(c.probe().await.is_err(), "gRPC health is NOT_SERVING");
     let healthz = reqwest::get(format!("http://{}/healthz", catalog.admin))
         .await
@@ -190,22 +205,42 @@ async fn without_a_dal_the_catalog_is_not_ready() {
     catalog.stop().await;
 }
 
+/// Readiness means "I can serve": a dal that is known but slow or hung is
+/// the breakers' and deadlines' business per request, not a reason to
+/// take every catalog out of rotation at once.
 #[tokio::test]
-async fn readiness_follows_the_dal() {
-    let dal = start_dal().await;
-    let catalog = start_catalog(dal.grpc, "1.3.0").await;
-    let c = client(&catalog);
+async fn a_hung_or_delayed_dal_leaves_the_catalog_ready() {
+    // A dal that answers nothing at all, gRPC health included.
+    let (hung, hole) = black_hole().await;
+    let catalog = start_catalog(hung, "1.3.0").await;
     wait_for("/readyz answers 200", async || {
         readyz(catalog.admin).await == 200
     })
     .await;
-    wait_for("gRPC health SERVING", async || c.probe().await.is_ok()).await;
+    stays_ready(catalog.admin, 5).await;
+    // The hang is felt by a call, which runs out of its budget.
+    let e = client(&catalog)
+        .get_title("t00001", CallOptions::timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
 
-    dal.stop().await;
-    wait_for("/readyz answers 503", async || {
-        readyz(catalog.admin).await == 503
+    // A real dal whose every call a fault rule delays by 3 s.
+    let dal = start_dal().await;
+    add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
+    let slow = start_catalog(dal.grpc, "1.3.0").await;
+    wait_for("/readyz answers 200", async || {
+        readyz(slow.admin).await == 200
     })
     .await;
-    wait_for("gRPC health NOT_SERVING", async || c.probe().await.is_err()).await;
+    stays_ready(slow.admin, 5).await;
+    let e = client(&slow)
+        .get_title("t00001", CallOptions::timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
     catalog.stop().await;
+    slow.stop().await;
+    dal.stop().await;
+    hole.abort();
 }

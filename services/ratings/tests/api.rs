@@ -4,10 +4,15 @@
 mod support;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use fleet_ratings_client::CallOptions;
 use fleet_ratings_client::{Error, Progress, Rating};
 use fleet_seed::SeedConfig;
-use support::{client, closed_port, now_ms, opts, readyz, start_dal, start_ratings, wait_for};
+use support::{
+    add_fault, black_hole, client, closed_port, now_ms, opts, readyz, start_dal, start_ratings,
+    start_ratings_on, stays_ready, wait_for,
+};
 
 fn rating(user: &str, title: &str, stars: u32, at: i64) -> Rating {
     Rating {
@@ -359,13 +364,22 @@ async fn bad_input_is_rejected_naming_the_field_without_calling_the_dal() {
 }
 
 #[tokio::test]
-async fn without_a_dal_the_service_is_not_ready() {
-    let ratings = start_ratings(closed_port()).await;
+async fn with_no_dal_instance_known_the_ratings_service_is_not_ready() {
+    // The only dal listed speaks interface 2, which this ratings cannot
+    // call: no dal instance it could use is known.
+    let ratings = start_ratings_on(&format!("{}@2.0.0", closed_port())).await;
     let c = client(&ratings);
     wait_for("/readyz answers 503", async || {
         readyz(ratings.admin).await == 503
     })
     .await;
+    let body = reqwest::get(format!("http://{}/readyz", ratings.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("no dal instance is known"), "{body}");
     assert!(c.probe().await.is_err(), "gRPC health is NOT_SERVING");
     let healthz = reqwest::get(format!("http://{}/healthz", ratings.admin))
         .await
@@ -374,22 +388,42 @@ async fn without_a_dal_the_service_is_not_ready() {
     ratings.stop().await;
 }
 
+/// Readiness means "I can serve": a dal that is known but slow or hung is
+/// the breakers' and deadlines' business per request, not a reason to
+/// take every ratings instance out of rotation at once.
 #[tokio::test]
-async fn readiness_follows_the_dal() {
-    let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
-    let c = client(&ratings);
+async fn a_hung_or_delayed_dal_leaves_the_ratings_service_ready() {
+    // A dal that answers nothing at all, gRPC health included.
+    let (hung, hole) = black_hole().await;
+    let ratings = start_ratings(hung).await;
     wait_for("/readyz answers 200", async || {
         readyz(ratings.admin).await == 200
     })
     .await;
-    wait_for("gRPC health SERVING", async || c.probe().await.is_ok()).await;
+    stays_ready(ratings.admin, 5).await;
+    // The hang is felt by a call, which runs out of its budget.
+    let e = client(&ratings)
+        .top_rated(10, None, CallOptions::timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
 
-    dal.stop().await;
-    wait_for("/readyz answers 503", async || {
-        readyz(ratings.admin).await == 503
+    // A real dal whose every call a fault rule delays by 3 s.
+    let dal = start_dal().await;
+    add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
+    let slow = start_ratings(dal.grpc).await;
+    wait_for("/readyz answers 200", async || {
+        readyz(slow.admin).await == 200
     })
     .await;
-    wait_for("gRPC health NOT_SERVING", async || c.probe().await.is_err()).await;
+    stays_ready(slow.admin, 5).await;
+    let e = client(&slow)
+        .top_rated(10, None, CallOptions::timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
     ratings.stop().await;
+    slow.stop().await;
+    dal.stop().await;
+    hole.abort();
 }

@@ -15,6 +15,9 @@ use fleet_ratings_client::{
 use fleet_server::entry::BoxError;
 use tokio_util::sync::CancellationToken;
 
+/// The admin token the test dal is started with (fault rules).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// Seed titles the test dal holds (`t00001`…`t00200`).
 pub const SEED_TITLES: u32 = 200;
 
@@ -51,6 +54,7 @@ pub async fn start_dal() -> Running {
         ("SEED_USERS", "50"),
         ("READINESS_INTERVAL", "50ms"),
         ("SHUTDOWN_GRACE", "2s"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
     ]);
     let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
         .await
@@ -68,10 +72,15 @@ pub async fn start_dal() -> Running {
 
 /// A ratings service whose dal is at `dal`.
 pub async fn start_ratings(dal: SocketAddr) -> Running {
+    start_ratings_on(&dal.to_string()).await
+}
+
+/// A ratings service given `DAL_ADDRS=dal_addrs`.
+pub async fn start_ratings_on(dal_addrs: &str) -> Running {
     let env = Env::from_pairs([
         ("GRPC_ADDR", "127.0.0.1:0"),
         ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("DAL_ADDRS", &dal.to_string()),
+        ("DAL_ADDRS", dal_addrs),
         ("READINESS_INTERVAL", "50ms"),
         ("SHUTDOWN_GRACE", "2s"),
     ]);
@@ -138,4 +147,66 @@ pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{what}: not reached within 5 s");
+}
+
+/// `/readyz`: its status and how many rounds of checks have run so far
+/// (so a test can tell readiness was re-evaluated, not just cached).
+pub async fn readyz_rounds(admin: SocketAddr) -> (u16, u64) {
+    let r = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let rounds = body
+        .split_once("\"rounds\":")
+        .and_then(|(_, rest)| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no rounds in {body}"));
+    (status, rounds)
+}
+
+/// Asserts `/readyz` answers 200 through at least `n` more rounds of
+/// checks.
+pub async fn stays_ready(admin: SocketAddr, n: u64) {
+    let (status, start) = readyz_rounds(admin).await;
+    assert_eq!(status, 200, "ready to begin with");
+    loop {
+        let (status, rounds) = readyz_rounds(admin).await;
+        assert_eq!(status, 200, "turned unready after {rounds} rounds");
+        if rounds >= start + n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback listener that accepts connections and never answers: a dal
+/// hung beyond any probe's timeout, gRPC health included (which a fault
+/// rule never delays). Dropping the handle's task closes it.
+pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+/// Adds a fault rule (JSON) on an instance's admin port.
+pub async fn add_fault(admin: SocketAddr, rule: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{admin}/admin/faults"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(rule.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "fault refused: {:?}", r.text().await);
 }
