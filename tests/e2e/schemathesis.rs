@@ -92,7 +92,7 @@ async fn schemathesis_finds_no_failure_in_the_edge_api() {
     let st = schemathesis();
     let data = tempfile::tempdir().unwrap();
     let edge = free_addr();
-    let mut up = fleet_up(&data.path().join("fleet"), &edge).await;
+    let up = fleet_up(&data.path().join("fleet"), &edge).await;
 
     let max_time =
         std::env::var("FLEET_TEST_SCHEMATHESIS_MAX_TIME").unwrap_or_else(|_| "90".into());
