@@ -146,6 +146,7 @@ pub struct HomePage {
 pub struct RateRequest {
     /// 1..=5.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 5))]
+    #[serde(deserialize_with = "whole_number")]
     pub stars: u32,
 }
 
@@ -194,6 +195,7 @@ pub struct RatingPage {
 pub struct ProgressRequest {
     /// Seconds watched, 0..=86400.
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86400))]
+    #[serde(deserialize_with = "whole_number")]
     pub position_s: u32,
 }
 
@@ -240,4 +242,61 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request id (also in the `x-request-id` response header).
     pub request_id: String,
+}
+
+/// A JSON integer as JSON Schema (and so the OpenAPI document) defines it:
+/// any number with a zero fractional part, `3` or `3.0`. serde's `u32`
+/// alone refuses `3.0`, which every schema-driven client may send for an
+/// `integer`; fractions, negatives and values past `u32` are still refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 4294967295")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                // Exact: a whole number within u32's range.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(v as u32)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction_but_nothing_else_passes() {
+        let ok = |body: &str| serde_json::from_str::<RateRequest>(body).map(|r| r.stars);
+        assert_eq!(ok(r#"{"stars":3}"#).unwrap(), 3);
+        assert_eq!(ok(r#"{"stars":3.0}"#).unwrap(), 3);
+        assert_eq!(ok(r#"{"stars":3e0}"#).unwrap(), 3);
+        for bad in [
+            r#"{"stars":3.5}"#,
+            r#"{"stars":-1}"#,
+            r#"{"stars":-1.0}"#,
+            r#"{"stars":4294967296}"#,
+            r#"{"stars":1e300}"#,
+            r#"{"stars":"3"}"#,
+            r#"{"stars":null}"#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+        let p = serde_json::from_str::<ProgressRequest>(r#"{"position_s":19177.0}"#).unwrap();
+        assert_eq!(p.position_s, 19177);
+    }
 }

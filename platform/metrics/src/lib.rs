@@ -117,13 +117,15 @@ impl Metrics {
             .register_collector(collector);
     }
 
-    /// The registry in the Prometheus text exposition format.
+    /// The registry in the Prometheus text exposition format 0.0.4, the
+    /// format `/metrics` declares in its `Content-Type` (see
+    /// [`openmetrics_to_prometheus_text`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        openmetrics_to_prometheus_text(&out)
     }
 
     /// Creates and registers the gRPC server families.
@@ -510,9 +512,104 @@ impl HttpMetrics {
     }
 }
 
+/// Rewrites `prometheus_client`'s OpenMetrics 1.0 output as the Prometheus
+/// text format 0.0.4.
+///
+/// The two differ in how a counter's family is named: OpenMetrics names it
+/// without the `_total` suffix (`# TYPE fleet_x counter`, samples
+/// `fleet_x_total`), while the 0.0.4 format, which `/metrics` declares and
+/// which Prometheus' text parser and `promtool check metrics` read, names
+/// the family by its sample (`# TYPE fleet_x_total counter`). Left as it
+/// was, every counter looked like an untyped series without help text.
+/// Also: OpenMetrics' `unknown` type is 0.0.4's `untyped`; `# UNIT` and the
+/// closing `# EOF` have no 0.0.4 equivalent and are dropped, as are counter
+/// `_created` samples. Sample lines are never changed.
+pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(kind);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(if kind == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                });
+            }
+            None => {
+                let sample = line.split(['{', ' ']).next().unwrap_or_default();
+                if sample
+                    .strip_suffix("_created")
+                    .is_some_and(|family| counters.contains(family))
+                {
+                    continue;
+                }
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_as_the_declared_text_format_wants() {
+        let m = Metrics::new("edge", "1.0.0");
+        m.http_server().shed();
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP fleet_http_server_shed_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fleet_http_server_shed_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# TYPE fleet_http_server_shed counter"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        // Histograms and gauges keep their family names.
+        assert!(
+            text.contains("# TYPE fleet_http_server_request_duration_seconds histogram\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_lines_are_translated_or_dropped() {
+        let om = "# HELP fleet_a Things.\n# TYPE fleet_a counter\n# UNIT fleet_a things\n\
+                  fleet_a_total{x=\"1\"} 3\nfleet_a_created{x=\"1\"} 1.7e9\n\
+                  # HELP fleet_b B.\n# TYPE fleet_b unknown\nfleet_b 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(om),
+            "# HELP fleet_a_total Things.\n# TYPE fleet_a_total counter\n\
+             fleet_a_total{x=\"1\"} 3\n# HELP fleet_b B.\n# TYPE fleet_b untyped\nfleet_b 1\n"
+        );
+    }
 
     #[test]
     fn rpc_series_carry_service_version_operation_and_code() {

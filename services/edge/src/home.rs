@@ -37,7 +37,7 @@ pub const DEFAULT_GENRE: &str = "drama";
 #[utoipa::path(
     get,
     path = "/api/v1/users/{user}/home",
-    params(("user" = String, Path, description = "User id, [A-Za-z0-9_-]{1,64}")),
+    params(("user" = String, Path, description = "User id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "u00001")),
     responses(
         (status = 200, description = "The rows; `degraded` lists rows served from a fallback", body = HomePage),
         (status = 400, description = "Malformed user id", body = ErrorBody),

@@ -17,11 +17,15 @@ use crate::state::{EdgeState, optional_part};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only titles of this genre (e.g. `drama`); all when absent.
+    /// Only titles of this genre (e.g. `drama`); all when absent or empty.
+    #[param(max_length = 64, pattern = r"^[A-Za-z0-9_-]{0,64}$", example = "drama")]
     pub genre: Option<String>,
     /// Page size, 1..=100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: an opaque token this API handed
+    /// out (any other value is 400); empty or absent is the first page.
+    #[param(max_length = 1400, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -29,9 +33,13 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/titles/{id}",
-    params(("id" = String, Path, description = "Title id, [A-Za-z0-9_-]{1,64}")),
+    params(("id" = String, Path, description = "Title id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "t00042")),
     responses(
-        (status = 200, description = "The title; `degraded` lists parts that could not be fetched", body = TitleResponse),
+        (status = 200, description = "The title; `degraded` lists parts that could not be fetched", body = TitleResponse,
+            links(
+                ("RateTitle" = (operation_id = "rate_title", parameters(("title" = "$response.body#/title/id")),
+                    description = "Rate this title")),
+            )),
         (status = 400, description = "Malformed id", body = fleet_edge_client::model::ErrorBody),
         (status = 404, description = "No such title", body = fleet_edge_client::model::ErrorBody),
         (status = 503, description = "The catalog is unavailable (Retry-After)", body = fleet_edge_client::model::ErrorBody),
@@ -64,7 +72,7 @@ pub async fn get_title(
 #[utoipa::path(
     get,
     path = "/api/v2/titles/{id}",
-    params(("id" = String, Path, description = "Title id, [A-Za-z0-9_-]{1,64}")),
+    params(("id" = String, Path, description = "Title id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "t00042")),
     responses(
         (status = 200, description = "The title as catalog 2.x presents it", body = TitleV2),
         (status = 400, description = "Malformed id", body = fleet_edge_client::model::ErrorBody),
@@ -101,7 +109,14 @@ pub async fn get_title_v2(
     path = "/api/v1/titles",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page, ordered by id", body = TitlePage),
+        (status = 200, description = "One page, ordered by id", body = TitlePage,
+            links(
+                ("GetFirstTitle" = (operation_id = "get_title", parameters(("id" = "$response.body#/items/0/id")),
+                    description = "The first title of the page")),
+                ("NextPage" = (operation_id = "list_titles",
+                    parameters(("genre" = "$request.query.genre"), ("cursor" = "$response.body#/next_cursor")),
+                    description = "The next page of the same browse")),
+            )),
         (status = 400, description = "Bad genre, limit or cursor", body = fleet_edge_client::model::ErrorBody),
         (status = 503, description = "The catalog is unavailable (Retry-After)", body = fleet_edge_client::model::ErrorBody),
         (status = 504, description = "The time budget ran out", body = fleet_edge_client::model::ErrorBody),

@@ -22,8 +22,11 @@ use crate::state::EdgeState;
 #[into_params(parameter_in = Query)]
 pub struct RatingsQuery {
     /// Page size, 1..=100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: an opaque token this API handed
+    /// out (any other value is 400); empty or absent is the first page.
+    #[param(max_length = 1400, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -33,12 +36,18 @@ pub struct RatingsQuery {
     put,
     path = "/api/v1/users/{user}/ratings/{title}",
     params(
-        ("user" = String, Path, description = "User id, [A-Za-z0-9_-]{1,64}"),
-        ("title" = String, Path, description = "Title id, [A-Za-z0-9_-]{1,64}"),
+        ("user" = String, Path, description = "User id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "u00001"),
+        ("title" = String, Path, description = "Title id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "t00042"),
     ),
     request_body(content = RateRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The stored rating and the title's summary", body = RateResponse),
+        (status = 200, description = "The stored rating and the title's summary", body = RateResponse,
+            links(
+                ("ListRatings" = (operation_id = "list_ratings", parameters(("user" = "$request.path.user")),
+                    description = "The user's ratings, this one among them")),
+                ("GetRatedTitle" = (operation_id = "get_title", parameters(("id" = "$request.path.title")),
+                    description = "The rated title with its new summary")),
+            )),
         (status = 400, description = "Malformed id or JSON", body = ErrorBody),
         (status = 404, description = "No such title", body = ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = ErrorBody),
@@ -84,9 +93,14 @@ pub async fn rate_title(
 #[utoipa::path(
     get,
     path = "/api/v1/users/{user}/ratings",
-    params(("user" = String, Path, description = "User id"), RatingsQuery),
+    params(("user" = String, Path, description = "User id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "u00001"), RatingsQuery),
     responses(
-        (status = 200, description = "One page of ratings, newest first", body = RatingPage),
+        (status = 200, description = "One page of ratings, newest first", body = RatingPage,
+            links(
+                ("NextPage" = (operation_id = "list_ratings",
+                    parameters(("user" = "$request.path.user"), ("cursor" = "$response.body#/next_cursor")),
+                    description = "The next page of the same user's ratings")),
+            )),
         (status = 400, description = "Malformed id, limit or cursor", body = ErrorBody),
         (status = 503, description = "The ratings service is unavailable (Retry-After)", body = ErrorBody),
         (status = 504, description = "The time budget ran out", body = ErrorBody),
@@ -117,12 +131,16 @@ pub async fn list_ratings(
     put,
     path = "/api/v1/users/{user}/progress/{title}",
     params(
-        ("user" = String, Path, description = "User id"),
-        ("title" = String, Path, description = "Title id"),
+        ("user" = String, Path, description = "User id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "u00001"),
+        ("title" = String, Path, description = "Title id", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "t00042"),
     ),
     request_body(content = ProgressRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "What is stored after the call", body = ProgressResponse),
+        (status = 200, description = "What is stored after the call", body = ProgressResponse,
+            links(
+                ("Home" = (operation_id = "home", parameters(("user" = "$request.path.user")),
+                    description = "The user's home page, whose continue-watching row reflects the progress")),
+            )),
         (status = 400, description = "Malformed id or JSON", body = ErrorBody),
         (status = 404, description = "No such title", body = ErrorBody),
         (status = 413, description = "Body over 4 KiB", body = ErrorBody),
