@@ -208,11 +208,18 @@ impl ServiceHost {
         service_names: &[&'static str],
     ) -> Result<(), ServerError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(fleet_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(ServerError::Reflection)?;
+        // Reflection describes this server only: the descriptor set of each
+        // service it serves (generated per service by fleet-proto), health,
+        // and reflection itself — never a package it does not implement.
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in service_names {
+            match fleet_proto::descriptor_set(name) {
+                Some(set) => reflection = reflection.register_encoded_file_descriptor_set(set),
+                None => tracing::warn!(service = *name, "no descriptor set: not in reflection"),
+            }
+        }
+        let reflection = reflection.build_v1().map_err(ServerError::Reflection)?;
         let routes = routes.add_service(health_service).add_service(reflection);
 
         // gRPC health follows readiness: "" is the whole server.

@@ -8,9 +8,14 @@
 //! process's own stderr (libtest's capture does not swallow it) and in the
 //! skip log `scripts/test` counts, and the caller returns early.
 //!
+//! [`reflection`] asks a running server what its gRPC reflection
+//! describes, as `grpcurl list` would.
+//!
 //! Only tests depend on this crate.
 
 #![forbid(unsafe_code)]
+
+pub mod reflection;
 
 use std::io::Write as _;
 

@@ -11,10 +11,10 @@ use fleet_proto::dal::v1::data_access_server::DataAccessServer;
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
 
-use crate::cache::Cache;
+use crate::cache;
 use crate::config::Config;
 use crate::service::DalService;
-use crate::store::{CqlStore, EmbeddedStore, Startup, Store};
+use crate::store::{CqlStore, EmbeddedStore, SharedStore, Startup};
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "dal.v1.DataAccess";
@@ -27,10 +27,10 @@ pub const ADMIN_CONNECT_WAIT: Duration = Duration::from_secs(60);
 ///
 /// # Errors
 /// When the store cannot be opened (e.g. another process holds the file).
-pub async fn open_embedded(config: &Config) -> Result<Store, BoxError> {
+pub async fn open_embedded(config: &Config) -> Result<SharedStore, BoxError> {
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir)).await??;
-    Ok(Store::Embedded(Arc::new(store)))
+    Ok(Arc::new(store))
 }
 
 /// Opens the store the configuration selects, for a one-off admin
@@ -41,7 +41,7 @@ pub async fn open_embedded(config: &Config) -> Result<Store, BoxError> {
 ///
 /// # Errors
 /// When the store cannot be opened or Cassandra does not become ready.
-pub async fn open_store(config: &Config, metrics: &Metrics) -> Result<Store, BoxError> {
+pub async fn open_store(config: &Config, metrics: &Metrics) -> Result<SharedStore, BoxError> {
     match &config.cql {
         None => open_embedded(config).await,
         Some(cql) => {
@@ -52,7 +52,7 @@ pub async fn open_store(config: &Config, metrics: &Metrics) -> Result<Store, Box
             };
             let store = CqlStore::start(cql.clone(), startup, metrics);
             store.wait_ready(ADMIN_CONNECT_WAIT).await?;
-            Ok(Store::Cql(store))
+            Ok(store)
         }
     }
 }
@@ -81,7 +81,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.to_string();
         let metrics = Metrics::new("dal", &version);
-        let store = match &config.cql {
+        let store: SharedStore = match &config.cql {
             Some(cql) => {
                 tracing::info!(
                     nodes = %cql.nodes.join(","),
@@ -93,7 +93,7 @@ impl App {
                     prepare: true,
                     seed: config.seed.then_some(config.seed_config),
                 };
-                Store::Cql(CqlStore::start(cql.clone(), startup, &metrics))
+                CqlStore::start(cql.clone(), startup, &metrics)
             }
             None => {
                 let store = open_embedded(&config).await?;
@@ -112,7 +112,7 @@ impl App {
             }
         };
         store.register_metrics(&metrics);
-        let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
+        let cache = cache::from_config(&config.cache, config.redis.as_ref(), &metrics)?;
         tracing::info!(
             store = store.backend(),
             cache = cache.kind(),

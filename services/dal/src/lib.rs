@@ -20,6 +20,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+mod record;
 pub mod service;
 pub mod store;
 pub mod validate;
@@ -32,7 +33,6 @@ use fleet_config::Env;
 use fleet_metrics::Metrics;
 use fleet_server::entry::{self, BoxError};
 
-use crate::cache::Cache;
 use crate::store::{CqlStore, Startup};
 
 pub use app::App;
@@ -146,11 +146,11 @@ async fn seed(config: Config) -> Result<(), BoxError> {
 async fn repair(config: Config) -> Result<(), BoxError> {
     let metrics = admin_metrics(&config);
     let store = app::open_store(&config, &metrics).await?;
-    let cache = Cache::new(&config.cache, config.redis.as_ref(), &metrics)?;
+    let cache = cache::from_config(&config.cache, config.redis.as_ref(), &metrics)?;
     println!("repair: store {}, cache {}", store.backend(), cache.kind());
     let mut report = store.repair().await?;
     // The cache last: entries are compared with the repaired store.
-    report.checks.extend(cache.repair(&store).await?);
+    report.checks.extend(cache.repair(store.as_ref()).await?);
     for (what, found, fixed) in &report.checks {
         tracing::info!(table = what, found, fixed, "repair check");
         println!("repair: {what:<22} found {found:>6}  fixed {fixed:>6}");

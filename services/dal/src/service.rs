@@ -9,20 +9,20 @@ use fleet_context::RequestContext;
 use fleet_proto::dal::v1 as pb;
 use fleet_proto::dal::v1::data_access_server::DataAccess;
 
-use crate::cache::Cache;
-use crate::store::{Store, StoreError};
+use crate::cache::SharedCache;
+use crate::store::{SharedStore, StoreError};
 use crate::validate;
 
 /// The gRPC service (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct DalService {
-    store: Store,
-    cache: Cache,
+    store: SharedStore,
+    cache: SharedCache,
 }
 
 impl DalService {
     /// A service over `store` with `cache` in front of it.
-    pub fn new(store: Store, cache: Cache) -> Self {
+    pub fn new(store: SharedStore, cache: SharedCache) -> Self {
         Self { store, cache }
     }
 }

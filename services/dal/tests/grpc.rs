@@ -494,7 +494,11 @@ async fn admin_commands_are_idempotent(backend: Backend) {
             assert_eq!(code, exit_ok(), "dal {cmd}");
         }
         let store = env.open_store().await;
-        assert_eq!(store.migrate().await.unwrap(), 1);
+        let schema = match backend {
+            Backend::Embedded => fleet_dal::store::embedded::SCHEMA_VERSION,
+            Backend::Cassandra => fleet_dal::store::cql::SCHEMA_VERSION,
+        };
+        assert_eq!(store.migrate().await.unwrap(), schema);
         assert!(!store.seed(env.config().seed_config).await.unwrap().seeded);
         assert_eq!(
             store
@@ -725,12 +729,16 @@ async fn cache_outage_and_garbage_never_fail_a_request(backend: Backend) {
         let config = env.config();
         let store = env.open_store().await;
         let cache =
-            fleet_dal::cache::Cache::new(&config.cache, config.redis.as_ref(), &metrics).unwrap();
+            fleet_dal::cache::from_config(&config.cache, config.redis.as_ref(), &metrics).unwrap();
         let mut report = store.repair().await.unwrap();
-        report.checks.extend(cache.repair(&store).await.unwrap());
+        report
+            .checks
+            .extend(cache.repair(store.as_ref()).await.unwrap());
         assert_eq!(report.found(), report.fixed(), "{report:?}");
         let mut again = store.repair().await.unwrap();
-        again.checks.extend(cache.repair(&store).await.unwrap());
+        again
+            .checks
+            .extend(cache.repair(store.as_ref()).await.unwrap());
         eprintln!("repair after the redis outage[{backend:?}]: first {report:?}, then {again:?}");
         assert_eq!(again.found(), 0, "{again:?}");
     })

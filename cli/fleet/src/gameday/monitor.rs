@@ -261,10 +261,10 @@ fn record(buckets: &Buckets, t0: Instant, cohort: usize, latency: Duration, ok: 
     let mut b = buckets.lock().unwrap_or_else(PoisonError::into_inner);
     let bucket = b.entry((sec, cohort)).or_default();
     if bucket.hist.is_none() {
-        bucket.hist = crate::load::recorder::histogram().ok();
+        bucket.hist = crate::load::figures::histogram().ok();
     }
     if let Some(h) = bucket.hist.as_mut() {
-        crate::load::recorder::record(h, latency);
+        crate::load::figures::record(h, latency);
     }
     if !ok {
         bucket.errors += 1;
@@ -345,8 +345,8 @@ fn point(sec: u64, cohort: &'static str, b: Option<Bucket>) -> Point {
         Some((h, errors)) => (
             h.len(),
             errors,
-            crate::load::recorder::ms(h.value_at_quantile(0.5)),
-            crate::load::recorder::ms(h.value_at_quantile(0.99)),
+            crate::load::figures::ms(h.value_at_quantile(0.5)),
+            crate::load::figures::ms(h.value_at_quantile(0.99)),
         ),
         None => (0, 0, 0.0, 0.0),
     };

@@ -12,12 +12,18 @@
 //! * `mix` — operations, weights, Zipf keys: what to send;
 //! * `driver` — sending one request through the edge or a gRPC client;
 //! * `scheduler` — when to send (open loop; closed loop for comparison);
-//! * `recorder` — histograms, one-second intervals, interval log, progress;
+//! * `figures` — the histograms and counters of a run and the figures read
+//!   from them (the bottom: it uses none of the others);
+//! * `recorder` — one-second intervals, interval log, progress;
 //! * `report` — table, JSON, `.hgrm`, CSV, merging runs;
 //! * `threshold` — pass/fail conditions and the exit code.
+//!
+//! Dependencies point one way: `mod` → `report` → `recorder` →
+//! `threshold` → `figures`; nothing below imports anything above.
 
 pub mod args;
 pub mod driver;
+pub mod figures;
 pub mod mix;
 pub mod recorder;
 pub mod report;

@@ -25,14 +25,9 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
 use crate::load::driver::Outcome;
-use crate::load::threshold::{Figures, Threshold};
+use crate::load::figures::{Figures, HistogramError, Latencies, Tally, ms};
+use crate::load::threshold::Threshold;
 
-/// Smallest trackable value: 1 µs.
-pub const LOWEST_US: u64 = 1;
-/// Largest trackable value: 1 h, in µs.
-pub const HIGHEST_US: u64 = 3_600_000_000;
-/// Significant digits.
-pub const SIGFIG: u8 = 3;
 /// A send more than this late counts as late.
 pub const LATE_AFTER: Duration = Duration::from_millis(1);
 
@@ -75,21 +70,6 @@ pub struct Counters {
     pub in_flight: AtomicU64,
 }
 
-/// A plain copy of [`Counters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Tally {
-    /// Requests the schedule made due.
-    pub scheduled: u64,
-    /// Requests sent.
-    pub sent: u64,
-    /// Late because of the generator.
-    pub late_generator: u64,
-    /// Late because of the concurrency limit.
-    pub late_limit: u64,
-    /// Never sent.
-    pub unsent: u64,
-}
-
 impl Counters {
     /// A snapshot.
     pub fn tally(&self) -> Tally {
@@ -107,88 +87,11 @@ impl Counters {
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
     /// A histogram could not be made or added (a bug).
-    #[error("histogram: {0}")]
-    Histogram(String),
+    #[error(transparent)]
+    Histogram(#[from] HistogramError),
     /// The interval log could not be written.
     #[error("interval log: {0}")]
     Log(String),
-}
-
-/// A histogram over 1 µs … 1 h with 3 significant digits.
-///
-/// # Errors
-/// [`RecorderError::Histogram`] (never, for these constant bounds).
-pub fn histogram() -> Result<Histogram<u64>, RecorderError> {
-    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG)
-        .map_err(|e| RecorderError::Histogram(format!("{e:?}")))
-}
-
-/// Records `d` in µs, clamped to the histogram's range.
-pub fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    h.saturating_record(us.clamp(LOWEST_US, HIGHEST_US));
-}
-
-/// Response time, service time, and the response time of failures alone
-/// (so that error counts survive in an interval log).
-#[derive(Clone, Debug)]
-pub struct Latencies {
-    /// From due to finished.
-    pub response: Histogram<u64>,
-    /// From sent to finished.
-    pub service: Histogram<u64>,
-    /// Response time of the requests that failed.
-    pub errors: Histogram<u64>,
-}
-
-impl Latencies {
-    /// Empty histograms.
-    ///
-    /// # Errors
-    /// [`RecorderError::Histogram`] (never).
-    pub fn new() -> Result<Self, RecorderError> {
-        Ok(Self {
-            response: histogram()?,
-            service: histogram()?,
-            errors: histogram()?,
-        })
-    }
-
-    fn record(&mut self, response: Duration, service: Duration, ok: bool) {
-        record(&mut self.response, response);
-        record(&mut self.service, service);
-        if !ok {
-            record(&mut self.errors, response);
-        }
-    }
-
-    /// Adds `other`'s values.
-    ///
-    /// # Errors
-    /// [`RecorderError::Histogram`] (never for histograms of this module).
-    pub fn add(&mut self, other: &Self) -> Result<(), RecorderError> {
-        let e = |e: hdrhistogram::AdditionError| RecorderError::Histogram(format!("{e:?}"));
-        self.response.add(&other.response).map_err(e)?;
-        self.service.add(&other.service).map_err(e)?;
-        self.errors.add(&other.errors).map_err(e)?;
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.response.reset();
-        self.service.reset();
-        self.errors.reset();
-    }
-
-    /// Requests recorded.
-    pub fn count(&self) -> u64 {
-        self.response.len()
-    }
-
-    /// Of which failed.
-    pub fn failed(&self) -> u64 {
-        self.errors.len()
-    }
 }
 
 /// Everything about one operation (or all of them).
@@ -257,11 +160,6 @@ impl Second {
             service_p99_ms: ms(l.service.value_at_quantile(0.99)),
         }
     }
-}
-
-/// µs → ms.
-pub fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
 }
 
 /// What a run recorded.

@@ -12,10 +12,11 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
+use crate::load::figures::{Figures, Latencies, Tally, ms};
 use crate::load::recorder::{
-    HEADER_PREFIX, Latencies, OpRecord, Recorded, RecorderError, Second, TRAILER_PREFIX, Tally, ms,
+    HEADER_PREFIX, OpRecord, Recorded, RecorderError, Second, TRAILER_PREFIX,
 };
-use crate::load::threshold::{Figures, Threshold, Verdict};
+use crate::load::threshold::{Threshold, Verdict};
 
 /// Share of sends over 1 ms late, for reasons of the generator's own,
 /// above which its figures are flagged as unreliable.
@@ -584,7 +585,7 @@ pub fn merge(paths: &[PathBuf]) -> Result<(RunInfo, Recorded, Tally), ReportErro
                     let slot = match seconds.entry(second) {
                         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert((length, Latencies::new()?))
+                            v.insert((length, Latencies::new().map_err(RecorderError::from)?))
                         }
                     };
                     slot.0 = slot.0.max(length);

@@ -13,11 +13,10 @@
 //!   second for `rate`.
 
 use std::fmt;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::load::recorder::{Latencies, Tally, ms};
+use crate::load::figures::{Figures, ms};
 
 /// A threshold that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,57 +60,6 @@ pub struct Threshold {
     cmp: Cmp,
     /// In ms for latencies, percent or count for errors/late, req/s for rate.
     limit: f64,
-}
-
-/// The figures a threshold is checked against.
-#[derive(Clone, Copy, Debug)]
-pub struct Figures<'a> {
-    /// Response times.
-    pub response: &'a Histogram<u64>,
-    /// Service times.
-    pub service: &'a Histogram<u64>,
-    /// Requests that count for the error rate (answered plus unsent).
-    pub requests: u64,
-    /// Failed plus unsent.
-    pub errors: u64,
-    /// Answered.
-    pub completed: u64,
-    /// Sent.
-    pub sent: u64,
-    /// Sent over 1 ms late.
-    pub late: u64,
-    /// Measured time.
-    pub elapsed: Duration,
-}
-
-impl<'a> Figures<'a> {
-    /// Figures of the whole run.
-    pub fn of(l: &'a Latencies, tally: &Tally, elapsed: Duration) -> Self {
-        Self {
-            response: &l.response,
-            service: &l.service,
-            requests: l.count() + tally.unsent,
-            errors: l.failed() + tally.unsent,
-            completed: l.count(),
-            sent: tally.sent,
-            late: tally.late_generator + tally.late_limit,
-            elapsed,
-        }
-    }
-
-    /// Figures of one operation (unsent requests belong to none).
-    pub fn of_op(l: &'a Latencies, elapsed: Duration) -> Self {
-        Self {
-            response: &l.response,
-            service: &l.service,
-            requests: l.count(),
-            errors: l.failed(),
-            completed: l.count(),
-            sent: l.count(),
-            late: 0,
-            elapsed,
-        }
-    }
 }
 
 /// A threshold's outcome.
@@ -312,8 +260,11 @@ fn time_ms(s: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::load::recorder::record;
+    use crate::load::figures::record;
+    use crate::load::figures::{Latencies, Tally};
 
     fn figures(l: &Latencies, unsent: u64) -> Figures<'_> {
         let tally = Tally {

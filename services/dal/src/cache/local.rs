@@ -5,7 +5,7 @@
 //! with per-key jitter, so entries written together (e.g. by the seed) do not
 //! all expire in the same instant; a missing title is cached briefly as
 //! "missing" (negative caching) so a flood of lookups of an unknown id is not
-//! a flood of store reads. A rating write replaces its title's summary entry
+//! a flood of store reads. A rating write drops its title's summary entry
 //! after the store commits, so a reader never sees an older summary than the
 //! write it just made.
 
@@ -13,15 +13,16 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use moka::Expiry;
-use moka::future::Cache;
+use moka::future::Cache as Moka;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use fleet_metrics::Metrics;
 use fleet_proto::dal::v1::{RatingSummary, Title};
 
-use super::{CacheConfig, CacheLabels, Jittered};
+use super::{Cache, CacheConfig, CacheLabels, Jittered};
 
 impl Expiry<String, Option<Arc<Title>>> for Jittered<CacheConfig> {
     fn expire_after_create(
@@ -63,8 +64,8 @@ impl Expiry<String, RatingSummary> for Jittered<Duration> {
 /// The caches (cheap to clone).
 #[derive(Clone)]
 pub struct LocalCache {
-    titles: Cache<String, Option<Arc<Title>>>,
-    summaries: Cache<String, RatingSummary>,
+    titles: Moka<String, Option<Arc<Title>>>,
+    summaries: Moka<String, RatingSummary>,
     lookups: Family<CacheLabels, Counter>,
 }
 
@@ -80,7 +81,7 @@ impl std::fmt::Debug for LocalCache {
 impl LocalCache {
     /// Builds the caches and registers `fleet_dal_cache_lookups_total`.
     pub fn new(config: &CacheConfig, metrics: &Metrics) -> Self {
-        let titles = Cache::builder()
+        let titles = Moka::builder()
             .max_capacity(config.capacity)
             .expire_after(Jittered {
                 hasher: RandomState::new(),
@@ -88,7 +89,7 @@ impl LocalCache {
                 ttl: config.clone(),
             })
             .build();
-        let summaries = Cache::builder()
+        let summaries = Moka::builder()
             .max_capacity(config.capacity)
             .expire_after(Jittered {
                 hasher: RandomState::new(),
@@ -134,7 +135,7 @@ impl LocalCache {
         got
     }
 
-    /// Caches a summary (after a read, or the result of a committed write).
+    /// Caches a summary read from the store.
     pub async fn put_summary(&self, summary: RatingSummary) {
         self.summaries
             .insert(summary.title_id.clone(), summary)
@@ -144,6 +145,45 @@ impl LocalCache {
     /// Drops a cached summary.
     pub async fn invalidate_summary(&self, id: &str) {
         self.summaries.invalidate(id).await;
+    }
+}
+
+#[async_trait]
+impl Cache for LocalCache {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn titles(&self, ids: &[String]) -> Vec<Option<Option<Arc<Title>>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.title(id).await);
+        }
+        out
+    }
+
+    async fn put_titles(&self, entries: Vec<(String, Option<Arc<Title>>)>) {
+        for (id, t) in entries {
+            self.put_title(id, t).await;
+        }
+    }
+
+    async fn summaries(&self, ids: &[String]) -> Vec<Option<RatingSummary>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.summary(id).await);
+        }
+        out
+    }
+
+    async fn fill_summaries(&self, summaries: Vec<RatingSummary>) {
+        for s in summaries {
+            self.put_summary(s).await;
+        }
+    }
+
+    async fn invalidate_summary(&self, title_id: &str) {
+        LocalCache::invalidate_summary(self, title_id).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The look-aside cache in front of the store: titles and rating summaries.
 //!
-//! Two implementations behind one type, chosen by configuration:
+//! Two implementations of one trait, [`Cache`], chosen by configuration
+//! ([`from_config`]):
 //!
 //! * [`LocalCache`] (moka, in-process) — the embedded default;
 //! * [`RedisCache`] (`REDIS_URL`) — shared by every dal instance,
@@ -18,6 +19,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -93,118 +95,65 @@ impl<F> Jittered<F> {
     }
 }
 
-/// The cache the configuration selects (cheap to clone).
-#[derive(Clone, Debug)]
-pub enum Cache {
-    /// In-process (the embedded default).
-    Local(LocalCache),
-    /// Redis (`REDIS_URL`).
-    Redis(RedisCache),
-}
-
-impl Cache {
-    /// Redis when `redis` is given (connecting lazily: Redis need not be up
-    /// yet), else the in-process cache.
-    ///
-    /// # Errors
-    /// When the Redis client cannot be created (a URL the driver refuses).
-    pub fn new(
-        config: &CacheConfig,
-        redis: Option<&RedisConfig>,
-        metrics: &Metrics,
-    ) -> Result<Self, StoreError> {
-        Ok(match redis {
-            Some(r) => Self::Redis(RedisCache::new(config, r, metrics)?),
-            None => Self::Local(LocalCache::new(config, metrics)),
-        })
-    }
-
+/// The look-aside cache seam: what the gRPC service and `dal repair` ask of
+/// a cache. One implementation per cache ([`LocalCache`], [`RedisCache`]);
+/// callers hold a [`SharedCache`]. A cache never fails a call: what it
+/// cannot answer is a miss.
+#[async_trait]
+pub trait Cache: Send + Sync + std::fmt::Debug {
     /// Which cache this is, for logs and reports.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Local(_) => "local",
-            Self::Redis(_) => "redis",
-        }
-    }
+    fn kind(&self) -> &'static str;
 
     /// Cached titles, one slot per id: `Some(Some(t))` hit, `Some(None)`
     /// known missing, `None` not cached (or the cache failed).
-    pub async fn titles(&self, ids: &[String]) -> Vec<Option<Option<Arc<Title>>>> {
-        match self {
-            Self::Local(c) => {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    out.push(c.title(id).await);
-                }
-                out
-            }
-            Self::Redis(c) => c.titles(ids).await,
-        }
-    }
+    async fn titles(&self, ids: &[String]) -> Vec<Option<Option<Arc<Title>>>>;
 
     /// Caches titles, or that an id has none.
-    pub async fn put_titles(&self, entries: Vec<(String, Option<Arc<Title>>)>) {
-        match self {
-            Self::Local(c) => {
-                for (id, t) in entries {
-                    c.put_title(id, t).await;
-                }
-            }
-            Self::Redis(c) => c.put_titles(&entries).await,
-        }
-    }
+    async fn put_titles(&self, entries: Vec<(String, Option<Arc<Title>>)>);
 
     /// Cached summaries, one slot per id (`None`: not cached).
-    pub async fn summaries(&self, ids: &[String]) -> Vec<Option<RatingSummary>> {
-        match self {
-            Self::Local(c) => {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    out.push(c.summary(id).await);
-                }
-                out
-            }
-            Self::Redis(c) => c.summaries(ids).await,
-        }
-    }
+    async fn summaries(&self, ids: &[String]) -> Vec<Option<RatingSummary>>;
 
     /// Caches summaries just read from the store (never over an entry a
     /// write put there meanwhile, where the cache can tell).
-    pub async fn fill_summaries(&self, summaries: Vec<RatingSummary>) {
-        match self {
-            Self::Local(c) => {
-                for s in summaries {
-                    c.put_summary(s).await;
-                }
-            }
-            Self::Redis(c) => c.fill_summaries(&summaries).await,
-        }
-    }
+    async fn fill_summaries(&self, summaries: Vec<RatingSummary>);
 
     /// Drops a title's cached summary after a committed write; the next
     /// read fills it from the store. (Putting the write's own result in
     /// the cache instead would race: concurrent writes finish in any order,
     /// and an older summary could land last.) When Redis cannot take the
     /// delete, it is retried as soon as Redis answers again.
-    pub async fn invalidate_summary(&self, title_id: &str) {
-        match self {
-            Self::Local(c) => c.invalidate_summary(title_id).await,
-            Self::Redis(c) => c.invalidate_summary(title_id).await,
-        }
-    }
+    async fn invalidate_summary(&self, title_id: &str);
 
     /// Checks every cached entry against the store and drops what
     /// drifted or cannot be decoded. The in-process cache lives and dies
-    /// with its server, so only Redis has anything to check.
+    /// with its server, so it has nothing to check (the default).
     ///
     /// # Errors
     /// [`StoreError`] when the store or Redis cannot be read.
-    pub async fn repair(&self, store: &Store) -> Result<Vec<Check>, StoreError> {
-        match self {
-            Self::Local(_) => Ok(Vec::new()),
-            Self::Redis(c) => c.repair(store).await,
-        }
+    async fn repair(&self, _store: &dyn Store) -> Result<Vec<Check>, StoreError> {
+        Ok(Vec::new())
     }
+}
+
+/// The cache every caller holds (cheap to clone).
+pub type SharedCache = Arc<dyn Cache>;
+
+/// The cache the configuration selects: Redis when `redis` is given
+/// (connecting lazily: Redis need not be up yet), else the in-process
+/// cache.
+///
+/// # Errors
+/// When the Redis client cannot be created (a URL the driver refuses).
+pub fn from_config(
+    config: &CacheConfig,
+    redis: Option<&RedisConfig>,
+    metrics: &Metrics,
+) -> Result<SharedCache, StoreError> {
+    Ok(match redis {
+        Some(r) => Arc::new(RedisCache::new(config, r, metrics)?),
+        None => Arc::new(LocalCache::new(config, metrics)),
+    })
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@
 //!   the summary that write put there.
 //! * **TTL with jitter** per key (as the in-process cache), so entries
 //!   filled together do not expire together.
-//! * **Replace on write**: after the store commits a rating, the title's
-//!   summary entry is set to the committed summary. If Redis cannot take it
-//!   the key goes on a retry list and is deleted as soon as Redis answers
-//!   again, so a stale summary does not outlive an outage by more than the
-//!   retry interval.
+//! * **Invalidate on write**: after the store commits a rating, the
+//!   title's summary entry is deleted (the next read fills it). If Redis
+//!   cannot take the delete the key goes on a retry list and is deleted as
+//!   soon as Redis answers again, so a stale summary does not outlive an
+//!   outage by more than the retry interval.
 //! * **Negative caching**: an unknown title id is cached as "missing" for
 //!   `CACHE_NEGATIVE_TTL`.
 //! * **Optional at runtime**: every call is bounded by `REDIS_TIMEOUT`;
@@ -21,9 +21,11 @@
 //!   (`kind="bypassed"`), so a hung Redis costs one short timeout per
 //!   second rather than one per request.
 //!
-//! Values: a tag byte then protobuf — `T` + `Title`, `N` (no such title),
-//! `S` + `RatingSummary` — under `<REDIS_KEY_PREFIX>t:<id>` and
-//! `…s:<id>`; a decoded value must name the id of its key.
+//! Values: a tag byte then the dal's own record (`crate::record`, versioned;
+//! values of the previous release, protobuf, still read for one release) —
+//! `T` + title, `N` (no such title), `S` + summary — under
+//! `<REDIS_KEY_PREFIX>t:<id>` and `…s:<id>`; a decoded value must name the
+//! id of its key.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,16 +34,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use fleet_metrics::Metrics;
 use fleet_proto::dal::v1::{RatingSummary, Title};
 
-use super::{CacheConfig, CacheLabels, Jittered};
+use super::{Cache, CacheConfig, CacheLabels, Jittered};
+use crate::record::{self, SummaryV1, TitleV1};
 use crate::store::{Check, Store, StoreError};
 
 /// Connection settings (`REDIS_*`).
@@ -144,22 +147,20 @@ const MISSING: u8 = b'N';
 const SUMMARY: u8 = b'S';
 
 fn encode_title(t: Option<&Title>) -> Vec<u8> {
-    match t {
-        Some(t) => {
-            let mut v = Vec::with_capacity(1 + t.encoded_len());
-            v.push(TITLE);
-            t.encode(&mut v).unwrap_or_default();
-            v
-        }
+    match t.map(|t| record::encode::<TitleV1>("cache_titles", t)) {
+        Some(Ok(bytes)) => [&[TITLE][..], &bytes].concat(),
+        // Not expected for a plain struct; an empty value reads as garbage
+        // (a miss), never as a wrong answer.
+        Some(Err(_)) => Vec::new(),
         None => vec![MISSING],
     }
 }
 
 fn encode_summary(s: &RatingSummary) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + s.encoded_len());
-    v.push(SUMMARY);
-    s.encode(&mut v).unwrap_or_default();
-    v
+    match record::encode::<SummaryV1>("cache_summaries", s) {
+        Ok(bytes) => [&[SUMMARY][..], &bytes].concat(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// A cached title value: `Some(Some(t))`, `Some(None)` (known missing),
@@ -167,7 +168,7 @@ fn encode_summary(s: &RatingSummary) -> Vec<u8> {
 fn decode_title(id: &str, v: &[u8]) -> Option<Option<Arc<Title>>> {
     match v.split_first() {
         Some((&MISSING, [])) => Some(None),
-        Some((&TITLE, rest)) => Title::decode(rest)
+        Some((&TITLE, rest)) => record::read::<TitleV1>("cache_titles", rest)
             .ok()
             .filter(|t| t.id == id)
             .map(|t| Some(Arc::new(t))),
@@ -177,7 +178,7 @@ fn decode_title(id: &str, v: &[u8]) -> Option<Option<Arc<Title>>> {
 
 fn decode_summary(id: &str, v: &[u8]) -> Option<RatingSummary> {
     match v.split_first() {
-        Some((&SUMMARY, rest)) => RatingSummary::decode(rest)
+        Some((&SUMMARY, rest)) => record::read::<SummaryV1>("cache_summaries", rest)
             .ok()
             .filter(|s| s.title_id == id),
         _ => None,
@@ -455,7 +456,7 @@ impl RedisCache {
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be scanned;
     /// [`StoreError`] from the store.
-    pub async fn repair(&self, store: &Store) -> Result<Vec<Check>, StoreError> {
+    pub async fn repair(&self, store: &dyn Store) -> Result<Vec<Check>, StoreError> {
         // Keys whose replacement failed go first: they are known stale.
         self.inner.flush_pending(ADMIN_TIMEOUT).await;
         let titles = self.scan_keys("t:").await?;
@@ -715,6 +716,37 @@ async fn retry_invalidations(inner: Weak<Inner>) {
     }
 }
 
+#[async_trait]
+impl Cache for RedisCache {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn titles(&self, ids: &[String]) -> Vec<Option<Option<Arc<Title>>>> {
+        RedisCache::titles(self, ids).await
+    }
+
+    async fn put_titles(&self, entries: Vec<(String, Option<Arc<Title>>)>) {
+        RedisCache::put_titles(self, &entries).await;
+    }
+
+    async fn summaries(&self, ids: &[String]) -> Vec<Option<RatingSummary>> {
+        RedisCache::summaries(self, ids).await
+    }
+
+    async fn fill_summaries(&self, summaries: Vec<RatingSummary>) {
+        RedisCache::fill_summaries(self, &summaries).await;
+    }
+
+    async fn invalidate_summary(&self, title_id: &str) {
+        RedisCache::invalidate_summary(self, title_id).await;
+    }
+
+    async fn repair(&self, store: &dyn Store) -> Result<Vec<Check>, StoreError> {
+        RedisCache::repair(self, store).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +785,29 @@ mod tests {
         assert_eq!(decode_summary("t1", &encode_summary(&s)), Some(s.clone()));
         assert_eq!(decode_summary("t9", &encode_summary(&s)), None);
         assert_eq!(decode_summary("t1", &encode_title(Some(&t))), None);
+        assert_eq!(encode_title(Some(&t))[1], 0x0f, "a record, not protobuf");
+    }
+
+    /// Values the previous release cached (tag byte + protobuf) still
+    /// read during this release. (Catches: a cache that turned every old
+    /// entry into a counted `garbage` error on upgrade.)
+    #[test]
+    fn values_of_the_previous_release_still_read() {
+        use prost::Message;
+        let t = Title {
+            id: "t1".into(),
+            name: "A".into(),
+            ..Title::default()
+        };
+        let old = [&[TITLE][..], &t.encode_to_vec()].concat();
+        assert_eq!(decode_title("t1", &old), Some(Some(Arc::new(t))));
+        let s = RatingSummary {
+            title_id: "t1".into(),
+            count: 2,
+            stars_sum: 7,
+        };
+        let old = [&[SUMMARY][..], &s.encode_to_vec()].concat();
+        assert_eq!(decode_summary("t1", &old), Some(s));
     }
 
     #[test]

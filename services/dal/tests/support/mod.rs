@@ -123,7 +123,7 @@ impl StoreEnv {
 
     /// The store the configuration selects, opened as `dal repair` opens
     /// it.
-    pub async fn open_store(&self) -> fleet_dal::store::Store {
+    pub async fn open_store(&self) -> fleet_dal::store::SharedStore {
         let config = self.config();
         fleet_dal::app::open_store(&config, &Metrics::new("dal", "1.0.0"))
             .await

@@ -54,6 +54,7 @@
 mod migrate;
 mod queries;
 mod repair;
+mod seam;
 mod statements;
 
 use std::fmt;
