@@ -577,7 +577,9 @@ mod tests {
     #[test]
     fn counters_are_named_by_their_samples_as_the_declared_text_format_wants() {
         let m = Metrics::new("edge", "1.0.0");
-        m.http_server().shed();
+        let http = m.http_server();
+        http.shed();
+        http.record("/api/v1/titles/{id}", "GET", 200, Duration::from_millis(5));
         let text = m.encode();
         assert!(
             text.contains("# HELP fleet_http_server_shed_total "),

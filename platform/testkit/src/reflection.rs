@@ -76,11 +76,18 @@ pub async fn list_services(addr: SocketAddr) -> Result<Vec<String>, ReflectionEr
 /// # Errors
 /// [`ReflectionError`] when the server does not answer.
 pub async fn describes(addr: SocketAddr, symbol: &str) -> Result<bool, ReflectionError> {
-    let answer = ask(
+    let answer = match ask(
         addr,
         MessageRequest::FileContainingSymbol(symbol.to_owned()),
     )
-    .await?;
+    .await
+    {
+        Ok(a) => a,
+        // tonic-reflection ends the stream with NOT_FOUND for a symbol it
+        // does not know (the protocol's ErrorResponse is the other way).
+        Err(ReflectionError::Call(s)) if s.code() == tonic::Code::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
     Ok(matches!(
         answer.message_response,
         Some(MessageResponse::FileDescriptorResponse(ref r)) if !r.file_descriptor_proto.is_empty()
