@@ -227,6 +227,7 @@ async fn a_200ms_budget_is_answered_504_after_it_and_every_hop_stops_at_its_dead
             catalog_v1_2: 1,
             catalog_v1_3: 0,
             ratings: 1,
+            dal: 1,
         },
         &[("EDGE_BUDGET_TITLE", "200ms")],
     )

@@ -104,18 +104,14 @@ async fn wait_circuit(
     None
 }
 
-// On the real backends these scenarios do not hold yet: in the first CI
-// run of the merged suite the bulkhead-isolation and the hard-down cut-off
-// scenarios failed with Cassandra/Redis/Consul underneath (issue 18), so
-// they run on the embedded default only until that is fixed.
 both_modes!(
-    ;
-    embedded only:
     one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth,
     a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_breaker,
     a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second,
     a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone,
     pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out,
+    the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back,
+    a_dal_outage_is_not_retried_at_every_hop_and_ejects_no_middle_instance,
 );
 
 fn edge_admin(sys: &System) -> SocketAddr {
@@ -127,6 +123,7 @@ async fn one_catalog_instance_killed_under_steady_load_costs_under_a_thousandth(
         catalog_v1_2: 2,
         catalog_v1_3: 1,
         ratings: 2,
+        dal: 1,
     };
     let Some(mut sys) = System::start_in(mode, size, &[]).await else {
         return;
@@ -399,5 +396,267 @@ async fn pushed_past_its_limit_the_edge_sheds_with_503_instead_of_timing_out(mod
     assert!(ok > 0 && shed > 0, "{ok} ok, {shed} shed");
     assert_eq!(timed_out, 0, "shed, never timed out");
     assert_eq!(ok + shed, samples.len(), "nothing else went wrong");
+    sys.topology.stop(Duration::from_secs(10)).await;
+}
+
+/// The largest number of `target` instances the edge's `/admin/stream`
+/// showed ejected in one tick, polled until `stop` is set.
+async fn max_ejected(
+    edge_admin: SocketAddr,
+    target: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    let mut most = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        most = most.max(ejected_now(edge_admin, target).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    most.max(ejected_now(edge_admin, target).await)
+}
+
+/// `target`'s instances the edge has ejected now: the first tick of its
+/// `/admin/stream` (one `dependency` event per operation; an instance
+/// ejected for any operation counts once).
+async fn ejected_now(edge_admin: SocketAddr, target: &str) -> usize {
+    let mut resp = reqwest::get(format!("http://{edge_admin}/admin/stream"))
+        .await
+        .expect("stream reachable");
+    let mut text = String::new();
+    while !text.contains("event: meta") {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), resp.chunk())
+            .await
+            .expect("a tick within 3 s")
+            .expect("stream readable")
+            .expect("stream open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let mut ejected = std::collections::BTreeSet::new();
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: serde_json::Value = serde_json::from_str(data).expect("JSON event");
+        if v["dependency"] != target {
+            continue;
+        }
+        for i in v["instances"].as_array().into_iter().flatten() {
+            if i["ejected"] == true {
+                ejected.insert(i["instance"].to_string());
+            }
+        }
+    }
+    ejected.len()
+}
+
+/// A sticky 50/50 split of catalog 1.2 and 1.3 with one 1.3 instance: the
+/// users of the 1.3 cohort (and the title reads rolled onto 1.3) lose their
+/// only instance to `kill -9` under 100 requests/s. Their requests fall
+/// back to 1.2 (the route table, not a pin, chose 1.3), so at most a
+/// thousandth of all requests is hurt — failed, or degraded.
+async fn the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back(mode: Mode) {
+    let size = Size {
+        catalog_v1_2: 2,
+        catalog_v1_3: 1,
+        ratings: 2,
+        dal: 1,
+    };
+    let Some(mut sys) = System::start_in(mode, size, &[]).await else {
+        return;
+    };
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    let edge = edge_admin(&sys);
+    let applied = |text: &str| {
+        sum_matching(
+            text,
+            "fleet_route_updates_total",
+            &["target=\"catalog\"", "outcome=\"applied\""],
+        )
+    };
+    let before = applied(&scrape(edge).await);
+    sys.route_store()
+        .set(&fleet_rpc::RouteTable {
+            service: "catalog".into(),
+            interface: 1,
+            weights: [("1.2".to_owned(), 50), ("1.3".to_owned(), 50)].into(),
+            sticky: true,
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while applied(&scrape(edge).await) <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sticky table was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let canary = sys
+        .topology
+        .instances()
+        .find(|i| i.spec.service == "catalog" && i.spec.version.starts_with("1.3"))
+        .map(|i| i.spec.instance_id.clone())
+        .unwrap();
+
+    // 100 requests/s: 1 in 10 is a home page (the user routes, which
+    // carry the sticky cohort key), the rest title reads (routed by a
+    // roll). Each answer is reduced to the catalog hops that served it
+    // and what, if anything, degraded.
+    let cc = c.clone();
+    let load = tokio::spawn(open_loop(100, Duration::from_secs(6), move |i| {
+        let c = cc.clone();
+        async move {
+            if i % 10 == 0 {
+                let r = c.home(&format!("u{:05}", 1 + i % 500), &opts()).await?;
+                let degraded: Vec<String> =
+                    r.value.degraded.iter().map(|d| format!("{d:?}")).collect();
+                Ok((true, r.served_by, degraded))
+            } else {
+                let r = c.get_title(&title(i), &opts()).await?;
+                let degraded: Vec<String> =
+                    r.value.degraded.iter().map(|d| format!("{d:?}")).collect();
+                Ok((false, r.served_by, degraded))
+            }
+        }
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Duration::from_secs(2);
+    sys.topology.instance_mut(&canary).unwrap().kill().unwrap();
+    let samples = load.await.unwrap();
+
+    let on_canary = |s: &Sample<(bool, Vec<String>, Vec<String>)>, home: bool| {
+        s.result.as_ref().is_ok_and(|(is_home, served_by, _)| {
+            *is_home == home && served_by.iter().any(|h| h.starts_with("catalog/1.3"))
+        })
+    };
+    let count = |home: bool, after: bool| {
+        samples
+            .iter()
+            .filter(|s| {
+                if after {
+                    s.due > killed_at + Duration::from_millis(500)
+                } else {
+                    s.due < killed_at
+                }
+            })
+            .filter(|s| on_canary(s, home))
+            .count()
+    };
+    let (homes_before, titles_before) = (count(true, false), count(false, false));
+    let canary_after = count(true, true) + count(false, true);
+    let hurt: Vec<_> = samples
+        .iter()
+        .filter_map(|s| match &s.result {
+            Err(e) => Some((s.due, e.to_string())),
+            Ok((_, _, degraded)) if !degraded.is_empty() => {
+                Some((s.due, format!("degraded: {degraded:?}")))
+            }
+            Ok(_) => None,
+        })
+        .collect();
+    let success = 1.0 - hurt.len() as f64 / samples.len() as f64;
+    println!(
+        "{mode:?}: kill -9 of the only 1.3 canary at 100 req/s (10 % home pages, sticky \
+         50/50): {} requests, served by 1.3 before the kill: {homes_before} home pages and \
+         {titles_before} titles; {canary_after} after; success {success:.4}, p99 {:?}",
+        samples.len(),
+        p99(&samples)
+    );
+    assert!(
+        homes_before > 0 && titles_before > 0,
+        "the 1.3 cohort and share were on the canary"
+    );
+    assert_eq!(canary_after, 0, "nothing is served by a dead instance");
+    assert!(
+        success >= 0.999,
+        "success {success}; the first of {} hurt: {:?}",
+        hurt.len(),
+        &hurt[..hurt.len().min(10)]
+    );
+    sys.topology.stop(Duration::from_secs(10)).await;
+}
+
+/// Every dal answers UNAVAILABLE (its store is gone). The ratings service
+/// passes that up as a failure from deeper down: the edge retries nothing
+/// (ratings is fine), so the calls reaching the dal stay within 1.1 per
+/// edge request, and no catalog or ratings instance — all healthy — is
+/// ejected by the edge.
+async fn a_dal_outage_is_not_retried_at_every_hop_and_ejects_no_middle_instance(mode: Mode) {
+    let size = Size {
+        catalog_v1_2: 2,
+        catalog_v1_3: 0,
+        ratings: 2,
+        dal: 1,
+    };
+    let Some(mut sys) = System::start_in(mode, size, &[]).await else {
+        return;
+    };
+    let c = EdgeClient::new(&sys.edge_url()).unwrap();
+    let edge = edge_admin(&sys);
+    let dal_list = |text: &str| {
+        sum_matching(
+            text,
+            "fleet_rpc_server_requests_total",
+            &["operation=\"ListRatingsByUser\""],
+        )
+    };
+    for admin in sys.admin_addrs("dal") {
+        add_fault(
+            admin,
+            json!({"action": {"type": "abort", "code": "UNAVAILABLE"}}),
+        )
+        .await;
+    }
+    let mut before = 0.0;
+    for admin in sys.admin_addrs("dal") {
+        before += dal_list(&scrape(admin).await);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_catalog = tokio::spawn(max_ejected(edge, "catalog", stop.clone()));
+    let watch_ratings = tokio::spawn(max_ejected(edge, "ratings", stop.clone()));
+
+    let cc = c.clone();
+    let lists = tokio::spawn(open_loop(50, Duration::from_secs(4), move |i| {
+        let c = cc.clone();
+        async move {
+            c.list_ratings(&format!("u{:05}", 1 + i % 500), Some(5), None, &opts())
+                .await
+        }
+    }));
+    let cc = c.clone();
+    let titles = open_loop(50, Duration::from_secs(4), move |i| {
+        let c = cc.clone();
+        async move { c.get_title(&title(i), &opts()).await }
+    })
+    .await;
+    let lists = lists.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (catalog_ejected, ratings_ejected) =
+        (watch_catalog.await.unwrap(), watch_ratings.await.unwrap());
+
+    let mut after = 0.0;
+    for admin in sys.admin_addrs("dal") {
+        after += dal_list(&scrape(admin).await);
+    }
+    let attempts = after - before;
+    let requests = lists.len() as f64;
+    let ratio = attempts / requests;
+    let answered_503 = lists
+        .iter()
+        .filter(|s| matches!(&s.result, Err(e) if e.status() == Some(503)))
+        .count();
+    println!(
+        "{mode:?}: dal down: {requests} user-rating lists at the edge, {attempts} attempts at \
+         the dal ({ratio:.3} per edge request), {answered_503} answered 503, list p99 {:?}; \
+         {} title reads, p99 {:?}; ejected at the edge: catalog {catalog_ejected}, ratings \
+         {ratings_ejected}",
+        p99(&lists),
+        titles.len(),
+        p99(&titles)
+    );
+    assert!(attempts > 0.0, "the dal was asked");
+    assert!(ratio <= 1.1, "attempts at the dal per edge request {ratio}");
+    assert_eq!(catalog_ejected, 0, "no healthy catalog instance ejected");
+    assert_eq!(ratings_ejected, 0, "no healthy ratings instance ejected");
+    assert!(
+        lists.iter().all(|s| s.result.is_err()),
+        "no list can be answered without the dal"
+    );
     sys.topology.stop(Duration::from_secs(10)).await;
 }

@@ -101,6 +101,7 @@ async fn a_weight_shift_moves_each_steps_share_and_rollback_restores_it(mode: Mo
         catalog_v1_2: 1,
         catalog_v1_3: 1,
         ratings: 1,
+        dal: 1,
     };
     let Some(mut sys) = System::start_in(mode, size, &[]).await else {
         return;
@@ -172,6 +173,7 @@ async fn a_catalog_failing_its_consul_check_is_taken_out_of_rotation_and_back() 
         catalog_v1_2: 2,
         catalog_v1_3: 0,
         ratings: 1,
+        dal: 1,
     };
     let Some(mut sys) = System::start_in(Mode::Real, size, &[]).await else {
         return;

@@ -19,11 +19,7 @@ both_modes!(
     the_whole_system_serves_every_route_and_stops_cleanly,
     losing_a_ratings_instance_costs_no_request,
     the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them,
-    cursors_walk_every_title_of_a_genre_exactly_once_in_order;
-    // On Cassandra, 17 concurrent writes to one partition through the edge
-    // outran the 1 s budget (504s, then the edge's ratings breaker opened)
-    // on this 2-core machine: embedded only until that is fixed (issue 18).
-    embedded only:
+    cursors_walk_every_title_of_a_genre_exactly_once_in_order,
     repeated_and_concurrent_ratings_through_the_edge_never_double_count,
 );
 

@@ -58,6 +58,8 @@ pub struct Size {
     pub catalog_v1_3: u32,
     /// ratings instances.
     pub ratings: u32,
+    /// dal instances.
+    pub dal: u32,
 }
 
 impl Default for Size {
@@ -66,6 +68,7 @@ impl Default for Size {
             catalog_v1_2: 1,
             catalog_v1_3: 1,
             ratings: 2,
+            dal: 1,
         }
     }
 }
@@ -211,7 +214,7 @@ impl System {
         let topology = Topology::start(TopologyOptions {
             edge_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data.path().to_path_buf(),
-            dal: 1,
+            dal: size.dal,
             catalog_v1_2: size.catalog_v1_2,
             catalog_v1_3: size.catalog_v1_3,
             catalog_v2: 0,
