@@ -111,6 +111,21 @@ async fn a_client_that_stalls_mid_request_line_is_cut_off_at_the_header_read_tim
             "{addr}: connection held {held:?}, not the 10 s header read timeout"
         );
 
+        // An idle keep-alive connection after a served request: closed
+        // once the next head has not come within the timeout.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let got = read_to_close(&mut s).await;
+        let held = start.elapsed();
+        assert!(got.starts_with(b"HTTP/1.1 200 OK"), "{addr}");
+        assert!(
+            held >= Duration::from_secs(10) && held < Duration::from_secs(11),
+            "{addr}: idle keep-alive connection held {held:?}"
+        );
+
         // A client that connects and says nothing at all: the same.
         let mut s = TcpStream::connect(addr).await.unwrap();
         let start = Instant::now();
