@@ -120,17 +120,20 @@ pub async fn serve(
         let close_rx = close_rx.clone();
         let first_bytes = limits.header_read_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(first_bytes, protocol_known(&io)).await {
-                Ok(Ok(true)) => {}
-                // Closed, failed or silent: nothing to serve.
-                Ok(Ok(false) | Err(_)) | Err(_) => {
-                    tracing::debug!(%peer, "HTTP connection sent no request in time; closed");
-                    drop(close_rx);
-                    return;
-                }
+            let mut stop = pin!(signal_tx.closed().fuse());
+            let known = tokio::select! {
+                known = tokio::time::timeout(first_bytes, protocol_known(&io)) => known,
+                // Draining: a connection that has sent nothing has no
+                // request to finish (as hyper closes an idle one).
+                () = &mut stop => Ok(Ok(false)),
+            };
+            if !matches!(known, Ok(Ok(true))) {
+                // Closed, failed, silent or draining: nothing to serve.
+                tracing::debug!(%peer, "HTTP connection sent no request; closed");
+                drop(close_rx);
+                return;
             }
             let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-            let mut stop = pin!(signal_tx.closed().fuse());
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {

@@ -347,3 +347,35 @@ async fn a_peer_that_never_answers_pings_is_disconnected_by_keepalive() {
     }
     assert!(pinged, "no PING before the close: {got:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_sent_a_request_does_not_hold_up_the_drain() {
+    let host = ServiceHost::bind(config(&[]), Metrics::new("test", "1.0.0"))
+        .await
+        .unwrap();
+    let (main, admin) = (host.main_addr(), host.admin_addr());
+    let stop = host.shutdown_token();
+    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let server = tokio::spawn(host.run_http(router));
+    let ok = raw_status(
+        main,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok, "HTTP/1.1 200 OK");
+    // Silent connections on both listeners, then SIGTERM: the drain ends
+    // within the 2 s grace, not at the 10 s header read timeout (which
+    // would be DrainAborted).
+    let _silent_main = TcpStream::connect(main).await.unwrap();
+    let _silent_admin = TcpStream::connect(admin).await.unwrap();
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    stop.cancel();
+    let result = server.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
