@@ -57,6 +57,163 @@ pub struct ServerConfig {
     /// 1..=100000 with min ≤ initial ≤ max; the rest of
     /// [`AdaptiveConfig`] keeps Netflix's defaults.
     pub concurrency: AdaptiveConfig,
+    /// Limits of every HTTP listener (the edge's public port and every
+    /// admin port): `HTTP_HEADER_READ_TIMEOUT`, `HTTP_MAX_HEADERS`,
+    /// `HTTP_MAX_HEAD_BYTES` (see [`HttpLimits`]).
+    pub http: HttpLimits,
+    /// Transport limits of the gRPC server: `GRPC_MAX_CONCURRENT_STREAMS`,
+    /// `GRPC_KEEPALIVE_INTERVAL`, `GRPC_KEEPALIVE_TIMEOUT`,
+    /// `GRPC_MAX_RECV_MESSAGE_BYTES`, `GRPC_MAX_SEND_MESSAGE_BYTES`,
+    /// `GRPC_MAX_CONNECTIONS` (see [`GrpcLimits`]).
+    pub grpc: GrpcLimits,
+}
+
+/// What one HTTP client may cost a listener before it has sent a request.
+///
+/// These are the transport's hard caps, answered by hyper itself (a bare
+/// status, no JSON body, connection closed). The edge checks tighter limits
+/// of its own first and answers those in its JSON error shape, so a client
+/// only meets these caps when it is far over the edge's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Slow-loris protection: an HTTP/1 client that has not sent a whole
+    /// request head (request line and headers) this long after starting one
+    /// has its connection closed. `HTTP_HEADER_READ_TIMEOUT`, 100ms..=5m,
+    /// default 10 s.
+    pub header_read_timeout: Duration,
+    /// Most headers in one HTTP/1 request; beyond it hyper answers 431 and
+    /// closes. `HTTP_MAX_HEADERS`, 8..=1024, default 128.
+    pub max_headers: usize,
+    /// Largest request head in bytes (HTTP/1: request line and headers;
+    /// HTTP/2: the header list); beyond it 431 (HTTP/1, connection closed)
+    /// or the stream refused (HTTP/2). `HTTP_MAX_HEAD_BYTES`,
+    /// 8192..=1048576, default 65536.
+    pub max_head_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 128,
+            max_head_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Reads `HTTP_*` limits.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            header_read_timeout: env.duration_in(
+                "HTTP_HEADER_READ_TIMEOUT",
+                d.header_read_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            max_headers: env.number_in("HTTP_MAX_HEADERS", d.max_headers, 8..=1024)?,
+            max_head_bytes: env.number_in(
+                "HTTP_MAX_HEAD_BYTES",
+                d.max_head_bytes,
+                8192..=1_048_576,
+            )?,
+        })
+    }
+}
+
+/// What one gRPC client may cost a server: HTTP/2 streams, idle
+/// connections, message sizes, connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Most calls in flight on one connection (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client's further calls wait in
+    /// the client until one ends. `GRPC_MAX_CONCURRENT_STREAMS`,
+    /// 1..=100000, default 1000 (the adaptive limit's default maximum, so
+    /// the admission limit, not the transport, refuses work first).
+    pub max_concurrent_streams: u32,
+    /// How often the server pings an idle connection (HTTP/2 PING);
+    /// `GRPC_KEEPALIVE_INTERVAL`, 1s..=1h, default 60 s.
+    pub keepalive_interval: Duration,
+    /// How long an unanswered ping may wait before the connection is
+    /// closed; `GRPC_KEEPALIVE_TIMEOUT`, 1s..=5m, default 20 s.
+    pub keepalive_timeout: Duration,
+    /// Largest request message (after the 5-byte gRPC frame header); a
+    /// larger one is refused with `OUT_OF_RANGE` as soon as its frame
+    /// header arrives. `GRPC_MAX_RECV_MESSAGE_BYTES`, 1024..=4194304
+    /// (tonic's own ceiling), default 1 MiB.
+    pub max_recv_message_bytes: usize,
+    /// Largest response message; a larger one ends the call with
+    /// `OUT_OF_RANGE` instead of being sent. `GRPC_MAX_SEND_MESSAGE_BYTES`,
+    /// 1024..=4194304, default 1 MiB.
+    pub max_send_message_bytes: usize,
+    /// Most client connections served at once; beyond it the listener
+    /// stops accepting until one closes (new clients wait in the kernel's
+    /// backlog). `GRPC_MAX_CONNECTIONS`, 1..=100000, default 10000.
+    pub max_connections: usize,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 1000,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            max_recv_message_bytes: 1024 * 1024,
+            max_send_message_bytes: 1024 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// tonic's own default (and ceiling) for a decoded message.
+const TONIC_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+impl GrpcLimits {
+    /// Reads `GRPC_*` limits.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            max_concurrent_streams: env.number_in(
+                "GRPC_MAX_CONCURRENT_STREAMS",
+                d.max_concurrent_streams,
+                1..=100_000,
+            )?,
+            keepalive_interval: env.duration_in(
+                "GRPC_KEEPALIVE_INTERVAL",
+                d.keepalive_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            )?,
+            keepalive_timeout: env.duration_in(
+                "GRPC_KEEPALIVE_TIMEOUT",
+                d.keepalive_timeout,
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+            )?,
+            max_recv_message_bytes: env.number_in(
+                "GRPC_MAX_RECV_MESSAGE_BYTES",
+                d.max_recv_message_bytes,
+                1024..=TONIC_MAX_MESSAGE,
+            )?,
+            max_send_message_bytes: env.number_in(
+                "GRPC_MAX_SEND_MESSAGE_BYTES",
+                d.max_send_message_bytes,
+                1024..=TONIC_MAX_MESSAGE,
+            )?,
+            max_connections: env.number_in(
+                "GRPC_MAX_CONNECTIONS",
+                d.max_connections,
+                1..=100_000,
+            )?,
+        })
+    }
 }
 
 impl ServerConfig {
@@ -129,6 +286,8 @@ impl ServerConfig {
         let concurrency = concurrency(env)?;
         Ok(Self {
             concurrency,
+            http: HttpLimits::from_env(env)?,
+            grpc: GrpcLimits::from_env(env)?,
             identity: Identity {
                 service,
                 version,
@@ -215,6 +374,57 @@ mod tests {
         assert!(c.identity.instance_id.starts_with("catalog-"));
         assert_eq!(c.identity.zone, "local");
         assert!(c.admin_token.is_none());
+        assert_eq!(c.http, HttpLimits::default());
+        assert_eq!(c.grpc, GrpcLimits::default());
+    }
+
+    #[test]
+    fn transport_limits_are_configurable_and_bounded() {
+        let c = cfg(&[
+            ("HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ("HTTP_MAX_HEADERS", "32"),
+            ("HTTP_MAX_HEAD_BYTES", "16384"),
+            ("GRPC_MAX_CONCURRENT_STREAMS", "8"),
+            ("GRPC_KEEPALIVE_INTERVAL", "5s"),
+            ("GRPC_KEEPALIVE_TIMEOUT", "2s"),
+            ("GRPC_MAX_RECV_MESSAGE_BYTES", "2048"),
+            ("GRPC_MAX_SEND_MESSAGE_BYTES", "4096"),
+            ("GRPC_MAX_CONNECTIONS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_read_timeout: Duration::from_secs(2),
+                max_headers: 32,
+                max_head_bytes: 16384,
+            }
+        );
+        assert_eq!(
+            c.grpc,
+            GrpcLimits {
+                max_concurrent_streams: 8,
+                keepalive_interval: Duration::from_secs(5),
+                keepalive_timeout: Duration::from_secs(2),
+                max_recv_message_bytes: 2048,
+                max_send_message_bytes: 4096,
+                max_connections: 3,
+            }
+        );
+        for (k, v) in [
+            ("HTTP_HEADER_READ_TIMEOUT", "0s"),
+            ("HTTP_MAX_HEADERS", "2"),
+            ("HTTP_MAX_HEAD_BYTES", "4096"),
+            ("GRPC_MAX_CONCURRENT_STREAMS", "0"),
+            ("GRPC_KEEPALIVE_INTERVAL", "10ms"),
+            ("GRPC_KEEPALIVE_TIMEOUT", "1h"),
+            ("GRPC_MAX_RECV_MESSAGE_BYTES", "8388608"),
+            ("GRPC_MAX_SEND_MESSAGE_BYTES", "10"),
+            ("GRPC_MAX_CONNECTIONS", "0"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -19,9 +19,12 @@ use fleet_resilience::stream::{self, StreamIdentity};
 use crate::admin::{self, AdminState};
 use crate::admission::GrpcAdmission;
 use crate::config::{Identity, ServerConfig};
+use crate::conn_limit::LimitedIncoming;
 use crate::exempt::ExemptInfrastructureLayer;
 use crate::grpc_context::GrpcContextLayer;
+use crate::http;
 use crate::listen;
+use crate::message_limit::MessageLimitLayer;
 use crate::methods::KnownMethods;
 use crate::readiness::Readiness;
 
@@ -264,7 +267,9 @@ impl ServiceHost {
             self.metrics.admission(),
         );
         let registrar = self.registrar(true).await;
-        let incoming = listen::grpc_incoming(self.main);
+        let limits = self.config.grpc;
+        let incoming =
+            LimitedIncoming::new(listen::grpc_incoming(self.main), limits.max_connections);
         let drain = drain_signal(
             self.shutdown.clone(),
             self.readiness.clone(),
@@ -273,6 +278,12 @@ impl ServiceHost {
         );
         // The server stack, outermost first.
         let stack = tower::ServiceBuilder::new()
+            // Message sizes first: every service, health and reflection
+            // included, and nothing below reads a message over the limit.
+            .layer(MessageLimitLayer::new(
+                limits.max_recv_message_bytes,
+                limits.max_send_message_bytes,
+            ))
             // Request context and deadline: every layer below runs inside
             // the caller's remaining budget, and the metrics see every
             // answer, refusals included.
@@ -294,6 +305,14 @@ impl ServiceHost {
             ))
             .into_inner();
         let server = tonic::transport::Server::builder()
+            // HTTP/2 limits per connection: streams in flight, pings to
+            // find dead peers, the header list's size.
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .http2_max_header_list_size(
+                u32::try_from(self.config.http.max_head_bytes).unwrap_or(u32::MAX),
+            )
             .layer(stack)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, drain);
@@ -327,15 +346,10 @@ impl ServiceHost {
             registrar.clone(),
         );
         let listener = self.main;
+        let limits = self.config.http;
         let server = async move {
-            // Connection info lets the edge rate-limit per client address.
-            axum::serve(
-                listen::http_listener(listener),
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(drain)
-            .await
-            .map_err(ServerError::Http)
+            http::serve(listen::http_listener(listener), router, limits, drain).await;
+            Ok(())
         };
         let parts = Parts {
             config: self.config,
@@ -420,10 +434,15 @@ impl Parts {
             .merge(faults)
             .merge(self.admin_routes);
         let admin_stop = stop_admin.clone();
+        let admin_limits = self.config.http;
         let admin = tokio::spawn(async move {
-            axum::serve(listen::http_listener(self.admin), admin_router)
-                .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-                .await
+            http::serve(
+                listen::http_listener(self.admin),
+                admin_router,
+                admin_limits,
+                async move { admin_stop.cancelled().await },
+            )
+            .await;
         });
         tokio::spawn(
             self.readiness

@@ -13,17 +13,20 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+pub mod conn_limit;
 pub mod entry;
 pub mod exempt;
 pub mod grpc_context;
 pub mod host;
+pub mod http;
 pub mod hystrix;
 pub mod listen;
+pub mod message_limit;
 pub mod methods;
 pub mod readiness;
 pub mod shutdown;
 
-pub use config::{Identity, ServerConfig};
+pub use config::{GrpcLimits, HttpLimits, Identity, ServerConfig};
 pub use grpc_context::{GrpcContext, GrpcContextLayer};
 pub use host::{ServerError, ServiceHost};
 pub use readiness::{Readiness, ReadinessCheck};

@@ -82,6 +82,7 @@ impl App {
             faults: host.faults().clone(),
             gameday_token: host.config().admin_token.clone(),
             max_body: config.max_body,
+            limits: config.limits,
             max_concurrency: config.max_concurrency,
             rate_limit: ClientLimiter::new(
                 config.rate_limit,

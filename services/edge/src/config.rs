@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fleet_config::{ConfigError, Env};
 use fleet_rpc::{DependencyConfig, Instance};
-use fleet_server::ServerConfig;
+use fleet_server::{HttpLimits, ServerConfig};
 
 use crate::stack::rate_limit::TrustedProxies;
 
@@ -44,6 +44,85 @@ impl Default for Budgets {
     }
 }
 
+/// Limits on what one request may be, each answered with its status and
+/// the JSON error shape. Each is below the transport's hard cap
+/// (`HTTP_MAX_HEADERS`, `HTTP_MAX_HEAD_BYTES`, where hyper answers a bare
+/// 431), so a client over them gets the JSON answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest request target (path and query) in bytes; beyond it 414
+    /// `uri_too_long`. `EDGE_MAX_URL_BYTES`, 256..=65536, default 8192
+    /// (a longest cursor is 1400).
+    pub max_url_bytes: usize,
+    /// Most request headers; beyond it 431 `header_fields_too_large`.
+    /// `EDGE_MAX_HEADERS`, 8..=1024 and below `HTTP_MAX_HEADERS`,
+    /// default 64.
+    pub max_headers: usize,
+    /// Most bytes of header names and values together; beyond it 431
+    /// `header_fields_too_large`. `EDGE_MAX_HEADER_BYTES`, 1024..=1048576,
+    /// with the URL limit below `HTTP_MAX_HEAD_BYTES`; default 16384.
+    pub max_header_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body (`{"a":1}` is
+    /// 1); deeper is 400 `invalid_argument` before the body is parsed
+    /// (serde_json's own recursion limit is 128). `EDGE_MAX_JSON_DEPTH`,
+    /// 1..=128, default 32.
+    pub max_json_depth: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_url_bytes: 8192,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+            max_json_depth: crate::extract::DEFAULT_MAX_JSON_DEPTH,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Reads `EDGE_MAX_URL_BYTES`, `EDGE_MAX_HEADERS`,
+    /// `EDGE_MAX_HEADER_BYTES`, `EDGE_MAX_JSON_DEPTH`, checked against the
+    /// transport's caps.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_env(env: &Env, transport: &HttpLimits) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let limits = Self {
+            max_url_bytes: env.number_in("EDGE_MAX_URL_BYTES", d.max_url_bytes, 256..=65_536)?,
+            max_headers: env.number_in("EDGE_MAX_HEADERS", d.max_headers, 8..=1024)?,
+            max_header_bytes: env.number_in(
+                "EDGE_MAX_HEADER_BYTES",
+                d.max_header_bytes,
+                1024..=1_048_576,
+            )?,
+            max_json_depth: env.number_in("EDGE_MAX_JSON_DEPTH", d.max_json_depth, 1..=128)?,
+        };
+        if limits.max_headers >= transport.max_headers {
+            return Err(ConfigError::invalid(
+                "EDGE_MAX_HEADERS",
+                &limits.max_headers.to_string(),
+                format!(
+                    "must be below HTTP_MAX_HEADERS ({}), or clients get the transport's bare 431",
+                    transport.max_headers
+                ),
+            ));
+        }
+        if limits.max_url_bytes + limits.max_header_bytes >= transport.max_head_bytes {
+            return Err(ConfigError::invalid(
+                "EDGE_MAX_HEADER_BYTES",
+                &limits.max_header_bytes.to_string(),
+                format!(
+                    "with EDGE_MAX_URL_BYTES ({}) must stay below HTTP_MAX_HEAD_BYTES ({})",
+                    limits.max_url_bytes, transport.max_head_bytes
+                ),
+            ));
+        }
+        Ok(limits)
+    }
+}
+
 /// Everything the edge reads from its environment.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -78,9 +157,14 @@ pub struct Config {
     /// a burst of twice that); beyond it, 429 with `Retry-After`;
     /// `EDGE_RATE_LIMIT`, 0 (off)..=1000000, default 0.
     pub rate_limit: u32,
-    /// Largest JSON body accepted; `EDGE_MAX_BODY`, default 4096 bytes
+    /// Largest request body accepted (413): a declared `Content-Length`
+    /// over it is refused on any route before routing, a streamed JSON body
+    /// as soon as it passes it; `EDGE_MAX_BODY`, default 4096 bytes
     /// (64..=1048576).
     pub max_body: usize,
+    /// The request limits the edge answers in its JSON error shape before
+    /// anything else reads the request (see [`RequestLimits`]).
+    pub limits: RequestLimits,
     /// Most client addresses the rate limiter keeps a bucket for (beyond
     /// it, the least valuable buckets are dropped);
     /// `EDGE_RATE_LIMIT_MAX_CLIENTS`, 1..=10000000, default 100000.
@@ -141,7 +225,9 @@ impl Config {
             home: budget("EDGE_BUDGET_HOME", d.home)?,
             user: budget("EDGE_BUDGET_USER", d.user)?,
         };
+        let limits = RequestLimits::from_env(env, &server.http)?;
         Ok(Self {
+            limits,
             server,
             catalog,
             catalog_v2,
@@ -199,6 +285,7 @@ mod tests {
         assert_eq!(c.ratings_instances[0].addr.to_string(), "127.0.0.1:7200");
         assert_eq!(c.budgets, Budgets::default());
         assert_eq!(c.max_body, 4096);
+        assert_eq!(c.limits, RequestLimits::default());
         assert_eq!(c.catalog.caller, "edge");
     }
 
@@ -211,8 +298,21 @@ mod tests {
             ("CATALOG_ADDRS", "127.0.0.1:1@1.2.4,127.0.0.1:2@1.3.0"),
             ("EDGE_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
             ("EDGE_RATE_LIMIT_MAX_CLIENTS", "500"),
+            ("EDGE_MAX_URL_BYTES", "1024"),
+            ("EDGE_MAX_HEADERS", "20"),
+            ("EDGE_MAX_HEADER_BYTES", "2048"),
+            ("EDGE_MAX_JSON_DEPTH", "8"),
         ]))
         .unwrap();
+        assert_eq!(
+            c.limits,
+            RequestLimits {
+                max_url_bytes: 1024,
+                max_headers: 20,
+                max_header_bytes: 2048,
+                max_json_depth: 8,
+            }
+        );
         assert_eq!(c.rate_limit_max_clients, 500);
         assert!(c.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
         assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
@@ -239,6 +339,11 @@ mod tests {
             ("EDGE_TRUSTED_PROXIES", "10.0.0.0/40"),
             ("EDGE_TRUSTED_PROXIES", "proxy.local"),
             ("EDGE_RATE_LIMIT_MAX_CLIENTS", "0"),
+            ("EDGE_MAX_URL_BYTES", "10"),
+            ("EDGE_MAX_HEADERS", "500"),
+            ("EDGE_MAX_HEADER_BYTES", "65536"),
+            ("EDGE_MAX_JSON_DEPTH", "0"),
+            ("EDGE_MAX_JSON_DEPTH", "129"),
         ] {
             let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");

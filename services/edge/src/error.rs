@@ -63,6 +63,24 @@ impl ApiError {
         )
     }
 
+    /// 414: the request target is longer than `limit` bytes.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the URL is longer than {limit} bytes"),
+        )
+    }
+
+    /// 431: too many headers, or too many header bytes.
+    pub fn header_fields_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_fields_too_large",
+            message,
+        )
+    }
+
     /// 415.
     pub fn unsupported_media_type() -> Self {
         Self::new(

@@ -19,6 +19,8 @@ pub const MAX_LIMIT: u32 = 100;
 pub const DEFAULT_LIMIT: u32 = 20;
 /// Longest cursor accepted (the services' page tokens are far shorter).
 pub const MAX_CURSOR_LEN: usize = 1400;
+/// Deepest JSON nesting when none is configured (`EDGE_MAX_JSON_DEPTH`).
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
 /// Stars allowed.
 pub const STARS: std::ops::RangeInclusive<u32> = 1..=5;
 /// Largest viewing position: a whole day, in seconds.
@@ -62,14 +64,28 @@ where
 }
 
 /// A JSON body: `Content-Type: application/json` (415 otherwise), at most
-/// the configured size (413), syntactically valid (400) and of the right
-/// shape and types (422).
+/// the configured size (413), nested at most the configured depth (400),
+/// syntactically valid (400) and of the right shape and types (422).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-/// The body limit, carried as a request extension by the stack.
+/// The body limits, carried as a request extension by the stack.
 #[derive(Clone, Copy, Debug)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    /// Largest body in bytes (`EDGE_MAX_BODY`).
+    pub bytes: usize,
+    /// Deepest JSON nesting (`EDGE_MAX_JSON_DEPTH`).
+    pub json_depth: usize,
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self {
+            bytes: 4096,
+            json_depth: DEFAULT_MAX_JSON_DEPTH,
+        }
+    }
+}
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -82,7 +98,14 @@ where
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::unsupported_media_type());
         }
-        let limit = req.extensions().get::<BodyLimit>().map_or(4096, |l| l.0);
+        let BodyLimit {
+            bytes: limit,
+            json_depth,
+        } = req
+            .extensions()
+            .get::<BodyLimit>()
+            .copied()
+            .unwrap_or_default();
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -94,12 +117,32 @@ where
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| ApiError::too_large(limit))?;
-        parse_json(&bytes).map(Self)
+        parse_json_within(&bytes, json_depth).map(Self)
     }
 }
 
-/// Parses a JSON body: syntax errors are 400, wrong shapes or types 422.
+/// [`parse_json_within`] the default depth, [`DEFAULT_MAX_JSON_DEPTH`].
+///
+/// # Errors
+/// The 400 or 422 [`ApiError`].
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json_within(bytes, DEFAULT_MAX_JSON_DEPTH)
+}
+
+/// Parses a JSON body: nesting deeper than `max_depth` is 400 (checked
+/// before parsing), syntax errors are 400, wrong shapes or types 422.
+///
+/// # Errors
+/// The 400 or 422 [`ApiError`].
+pub fn parse_json_within<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<T, ApiError> {
+    if !json_depth_within(bytes, max_depth) {
+        return Err(ApiError::bad_request(format!(
+            "JSON body nested deeper than {max_depth} levels"
+        )));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -109,6 +152,39 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// Whether no array or object in `bytes` is nested deeper than `max`
+/// (`{"a":[1]}` is 2). One pass over the bytes, stopping at the first
+/// level too deep; brackets inside strings do not count. Malformed JSON is
+/// left to the parser.
+pub fn json_depth_within(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 fn is_json(v: Option<&axum::http::HeaderValue>) -> bool {
@@ -277,6 +353,23 @@ mod tests {
             parse_json::<RateRequest>(b" {\"stars\":4} ").unwrap().stars,
             4
         );
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_and_refused_past_the_limit() {
+        assert!(json_depth_within(b"3", 0));
+        assert!(json_depth_within(b"{\"a\":[1,{\"b\":[]}]}", 4));
+        assert!(!json_depth_within(b"{\"a\":[1,{\"b\":[]}]}", 3));
+        // Brackets in strings, escaped quotes included, are text.
+        assert!(json_depth_within(br#"{"a":"[[[[\"{{{{"}"#, 1));
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(json_depth_within(deep(32).as_bytes(), 32));
+        let e = parse_json::<serde_json::Value>(deep(33).as_bytes()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("deeper than 32"), "{}", e.message);
+        // Far past serde_json's own limit of 128: the same clear answer.
+        let e = parse_json_within::<serde_json::Value>(deep(2000).as_bytes(), 32).unwrap_err();
+        assert!(e.message.contains("deeper than 32"), "{}", e.message);
     }
 
     #[test]

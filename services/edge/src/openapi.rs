@@ -20,6 +20,10 @@ use crate::{home, titles, users};
         version = "1.0.0",
         description = "The public JSON API of the fleet reference system. Every error is \
             `{\"error\":{\"code\",\"message\",\"request_id\"}}`; 429 and 503 carry Retry-After. \
+            A request over the edge's limits is refused before any backend is called: a URL over \
+            8192 bytes with 414 `uri_too_long`, more than 64 headers or 16 KiB of them with \
+            431 `header_fields_too_large`, a body over 4096 bytes with 413 \
+            `payload_too_large`, JSON nested deeper than 32 with 400 (defaults). \
             Every response carries `x-request-id`; send `traceparent` to join a trace. \
             `x-version-<service>: <major.minor>` pins a downstream version."
     ),

@@ -10,24 +10,28 @@
 //!    (504 when it runs out), cohort key, trace parent, and which headers
 //!    go downstream (internal pins and fault scopes only for game-day
 //!    clients).
-//! 3. [`rate_limit`] — per-client token buckets (429), clients keyed by
+//! 3. [`limits`] — URL length (414), header count and bytes (431),
+//!    declared body size (413): refused before anything else reads the
+//!    request, inside the context so the answer carries its request id.
+//! 4. [`rate_limit`] — per-client token buckets (429), clients keyed by
 //!    peer or, behind a trusted proxy, `X-Forwarded-For`; bounded map.
-//! 4. [`pins`] — a public version pin must name a version that exists
+//! 5. [`pins`] — a public version pin must name a version that exists
 //!    (else 400 `unknown_version`, before any backend is called).
-//! 5. [`faults`] — the edge's own game-day faults; inside the context so
+//! 6. [`faults`] — the edge's own game-day faults; inside the context so
 //!    a delay spends the budget and a hang ends in 504.
-//! 6. [`panic_guard`] — a panicking handler answers 500 in the JSON
+//! 7. [`panic_guard`] — a panicking handler answers 500 in the JSON
 //!    error shape.
-//! 7. [`shed`] — the static cap `EDGE_MAX_CONCURRENCY`: 503 at once
+//! 8. [`shed`] — the static cap `EDGE_MAX_CONCURRENCY`: 503 at once
 //!    beyond it.
-//! 8. [`admission`] — the adaptive (Gradient2) limit and deadline-aware
+//! 9. [`admission`] — the adaptive (Gradient2) limit and deadline-aware
 //!    admission: 503 + `Retry-After` at once rather than queue, or start
 //!    work whose budget is below the route's recent median.
-//! 9. The routes, whose extractors validate all input first.
+//! 10. The routes, whose extractors validate all input first.
 
 pub mod admission;
 pub mod context;
 pub mod faults;
+pub mod limits;
 pub mod metrics;
 pub mod panic_guard;
 pub mod pins;
@@ -44,7 +48,7 @@ use fleet_resilience::adaptive::AdaptiveLimiter;
 use fleet_resilience::fault::FaultTable;
 use tower::ServiceBuilder;
 
-use crate::config::Budgets;
+use crate::config::{Budgets, RequestLimits};
 use crate::error::ApiError;
 use crate::state::EdgeState;
 use crate::{home, openapi, titles, users};
@@ -67,8 +71,10 @@ pub struct StackConfig {
     /// What `x-fleet-gameday-token` must equal (the admin token); unset: no
     /// client may scope faults or pin internal services.
     pub gameday_token: Option<String>,
-    /// Largest JSON body.
+    /// Largest body.
     pub max_body: usize,
+    /// URL, header and JSON depth limits.
+    pub limits: RequestLimits,
     /// Requests in flight before shedding.
     pub max_concurrency: usize,
     /// Per-client rate limiting; `None` is off.
@@ -95,6 +101,11 @@ pub fn router(state: EdgeState, cfg: StackConfig) -> Router {
     let context = Arc::new(context::ContextState {
         budgets: cfg.budgets,
         gameday_token: cfg.gameday_token,
+        max_body: cfg.max_body,
+        max_json_depth: cfg.limits.max_json_depth,
+    });
+    let limits = Arc::new(limits::Limits {
+        request: cfg.limits,
         max_body: cfg.max_body,
     });
     let doc = openapi::document();
@@ -132,6 +143,7 @@ pub fn router(state: EdgeState, cfg: StackConfig) -> Router {
         ServiceBuilder::new()
             .layer(from_fn_with_state(cfg.metrics.clone(), metrics::layer))
             .layer(from_fn_with_state(context, context::layer))
+            .layer(from_fn_with_state(limits, limits::layer))
             .layer(from_fn_with_state(cfg.rate_limit, rate_limit::layer))
             .layer(from_fn_with_state(pins, pins::layer))
             .layer(from_fn_with_state(cfg.faults, faults::layer))

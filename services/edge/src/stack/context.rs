@@ -51,6 +51,8 @@ pub struct ContextState {
     pub gameday_token: Option<String>,
     /// Largest JSON body, for the body extractors.
     pub max_body: usize,
+    /// Deepest JSON nesting, for the JSON extractor.
+    pub max_json_depth: usize,
 }
 
 /// The route's budget: writes and user listings get `user`, the home page
@@ -97,7 +99,10 @@ pub async fn layer(
     for (name, value) in propagated(req.headers(), gameday) {
         cx = cx.with_propagated(name, value);
     }
-    req.extensions_mut().insert(BodyLimit(state.max_body));
+    req.extensions_mut().insert(BodyLimit {
+        bytes: state.max_body,
+        json_depth: state.max_json_depth,
+    });
 
     let span = tracing::info_span!(
         "http",
