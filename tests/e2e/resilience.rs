@@ -210,9 +210,9 @@ async fn a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_
         "every home page answered (degraded)"
     );
     assert_eq!(degraded, ok.len(), "every one says what degraded");
-    // The route's budget is 1 s; the slack is for a loaded 2-core machine.
-    // Nobody waited for the 2 s delay.
-    assert!(slowest < Duration::from_millis(1800), "{slowest:?}");
+    // The route's budget is 1 s (the ratings rows get half of it); the
+    // promise is 1.2 s at most. Nobody waited for the 2 s delay.
+    assert!(slowest <= Duration::from_millis(1200), "{slowest:?}");
     assert!(time_to_open.is_some(), "the breaker opened");
 
     // Attempts per request stayed within the retry budget.
@@ -289,8 +289,42 @@ async fn a_hard_down_dependency_is_cut_off_within_a_second_at_100_per_second(mod
         "titles are served without their summaries"
     );
     let opened = opened.expect("the breaker opened");
-    // The poll itself adds up to 25 ms; the pattern table asks for 1 s.
-    assert!(opened < Duration::from_millis(1500), "{opened:?}");
+    // The pattern table promises 1 s (the poll adds up to 25 ms).
+    assert!(opened <= Duration::from_secs(1), "{opened:?}");
+
+    // While the circuit is open the ratings instances serve no more
+    // GetSummaries (the 5 s sleep window has no half-open trial in it).
+    let summaries_served = |sys: &System| {
+        let addrs = sys.admin_addrs("ratings");
+        async move {
+            let mut n = 0.0;
+            for a in addrs {
+                n += sum_matching(
+                    &scrape(a).await,
+                    "fleet_rpc_server_requests_total",
+                    &["operation=\"GetSummaries\""],
+                );
+            }
+            n
+        }
+    };
+    if (circuit(edge, "ratings", "GetSummaries").await - 1.0).abs() < f64::EPSILON {
+        let before = summaries_served(&sys).await;
+        let cc = c.clone();
+        let more = open_loop(100, Duration::from_millis(500), move |i| {
+            let c = cc.clone();
+            async move { c.get_title(&title(i), &opts()).await }
+        })
+        .await;
+        let after = summaries_served(&sys).await;
+        println!(
+            "circuit open: {} more titles, GetSummaries served meanwhile {}",
+            more.len(),
+            after - before
+        );
+        assert!(more.iter().all(|s| s.result.is_ok()));
+        assert_eq!(after, before, "an open circuit sends nothing");
+    }
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
@@ -335,6 +369,17 @@ async fn a_full_bulkhead_toward_ratings_leaves_catalog_calls_alone(mode: Mode) {
         "titles: p99 {:?} before, {:?} with the ratings bulkhead full",
         p99(&baseline),
         p99(&during)
+    );
+    let ok_during = during.iter().filter(|s| s.result.is_ok()).count();
+    assert!(ok_during > 0, "catalog requests went on during the flood");
+    // At most twice the baseline; a floor of 20 ms keeps a 3 ms baseline
+    // from turning scheduler noise on a shared machine into a failure.
+    let bound = 2 * p99(&baseline).max(Duration::from_millis(20));
+    assert!(
+        p99(&during) <= bound,
+        "p99 {:?} during the flood, {:?} before",
+        p99(&during),
+        p99(&baseline)
     );
     let text = scrape(edge).await;
     let refused = sum_matching(

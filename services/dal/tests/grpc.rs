@@ -443,15 +443,79 @@ async fn retried_duplicated_and_concurrent_ratings_never_double_count(backend: B
     .await;
 }
 
+/// What the injected drift touches, read through the dal's gRPC API: the
+/// summary of t00001, the genre row `inject_drift` plants (`nope`), the
+/// ghost user's progress, and every title id of the full listing (the
+/// CQL drift drops t00002 from it).
+#[derive(Debug, PartialEq)]
+struct Visible {
+    summary: Vec<fleet_dal_client::RatingSummary>,
+    nope_genre: Vec<String>,
+    ghost_progress: Vec<Progress>,
+    all_titles: Vec<String>,
+}
+
+async fn visible(c: &fleet_dal_client::DalClient) -> Visible {
+    let summary = c
+        .batch_get_rating_summaries(&["t00001".into()], opts())
+        .await
+        .unwrap();
+    let nope_genre = c
+        .list_titles(Some("nope"), 50, None, opts())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let ghost_progress = c.list_progress("u_ghost", 50, opts()).await.unwrap();
+    let mut all_titles = Vec::new();
+    let mut token: Option<Vec<u8>> = None;
+    loop {
+        let page = c
+            .list_titles(None, 100, token.as_deref(), opts())
+            .await
+            .unwrap();
+        all_titles.extend(page.items.into_iter().map(|t| t.id));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    Visible {
+        summary,
+        nope_genre,
+        ghost_progress,
+        all_titles,
+    }
+}
+
+/// Drift injected into the store is found and fixed, judged through the
+/// API a client uses (not only by the repair's own checker): after the
+/// repair a fresh dal (empty cache) answers exactly what it answered before
+/// the drift — the summary's true value, no ghost genre row, no ghost
+/// progress, every title listed.
 async fn repair_finds_and_fixes_drift_then_reports_none(backend: Backend) {
     let Some(env) = StoreEnv::new(backend, "repair_drift") else {
         return;
     };
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
+        let before = visible(&client(&[dal.grpc])).await;
+        assert!(before.nope_genre.is_empty(), "{before:?}");
+        assert!(before.ghost_progress.is_empty(), "{before:?}");
         dal.stop().await;
+
         let store = env.open_store().await;
         store.inject_drift().await.unwrap();
+        drop(store);
+        // The drift is there for a client to see.
+        let dal = env.start().await;
+        let drifted = visible(&client(&[dal.grpc])).await;
+        dal.stop().await;
+        assert_ne!(drifted.summary, before.summary, "the summary drifted");
+
+        let store = env.open_store().await;
         let report = store.repair().await.unwrap();
         let kinds = report.checks.iter().filter(|c| c.1 > 0).count();
         eprintln!("repair[{backend:?}] after injected drift: {report:?}");
@@ -460,6 +524,12 @@ async fn repair_finds_and_fixes_drift_then_reports_none(backend: Backend) {
         let again = store.repair().await.unwrap();
         assert_eq!(again.found(), 0, "{again:?}");
         drop(store);
+
+        let dal = env.start().await;
+        let after = visible(&client(&[dal.grpc])).await;
+        dal.stop().await;
+        assert_eq!(after, before, "the API answers as before the drift");
+
         // The one-off process agrees.
         let code = tokio::task::block_in_place(|| env.admin("repair"));
         assert_eq!(code, exit_ok());
