@@ -330,13 +330,35 @@ async fn admin_stream_sends_one_second_snapshots() {
             .unwrap()
             .starts_with("text/event-stream")
     );
+    // Three ticks: each ends with one `meta` event naming the instance,
+    // about a second after the one before.
     let mut resp = resp;
-    let chunk = tokio::time::timeout(Duration::from_secs(3), resp.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&chunk);
-    assert!(text.contains("event: meta"), "{text}");
-    assert!(text.contains("\"service\":\"target\""), "{text}");
+    let mut text = String::new();
+    while text.matches("event: meta").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), resp.chunk())
+            .await
+            .expect("a tick within 3 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let metas: Vec<serde_json::Value> = text
+        .split("\n\n")
+        .filter(|e| e.contains("event: meta"))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(metas.len(), 3, "{text}");
+    for m in &metas {
+        assert_eq!(m["service"], "target", "{m}");
+        assert_eq!(m["operations"], 0, "no dependency of its own: {m}");
+    }
+    let times: Vec<u64> = metas
+        .iter()
+        .map(|m| m["time_ms"].as_u64().unwrap())
+        .collect();
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!((500..=2_000).contains(&gap), "ticks {times:?}");
+    }
 }
