@@ -177,4 +177,27 @@ mod tests {
             "one dependency cannot starve another"
         );
     }
+
+    #[tokio::test]
+    async fn the_layer_reports_its_limit_and_slots_and_passes_readiness_on() {
+        let layer = Bulkhead::layer(3, Arc::new(NoObserver));
+        assert_eq!(layer.limit(), 3);
+        let (held, _release) = gate();
+        let _call = tokio::spawn(layer.layer(held).oneshot(TestRequest::new("Get")));
+        while layer.in_use() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let debug = format!("{layer:?}");
+        assert!(
+            debug.starts_with("BulkheadLayer") && debug.contains("limit: 3, in_use: 1"),
+            "{debug}"
+        );
+        assert_eq!(Bulkhead::layer(0, Arc::new(NoObserver)).limit(), 1);
+        let mut svc = layer.layer(crate::testing::Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }
