@@ -640,4 +640,21 @@ mod tests {
             tokio::time::advance(Duration::from_secs(60)).await;
         }
     }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        use crate::testing::{TestRequest, TextClassifier, Unready};
+        use tower::{Layer, ServiceExt};
+        let layer = Balance::layer(
+            Loads::<String>::new(BalanceConfig::default()),
+            Outliers::new(EjectConfig::default()),
+            TextClassifier,
+        );
+        let mut svc = layer.layer(Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }
