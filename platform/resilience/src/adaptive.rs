@@ -684,4 +684,120 @@ mod tests {
         assert_eq!(r, Ok(ms(100)));
         assert_eq!(limiter.inflight(), 0);
     }
+
+    #[test]
+    fn refusals_name_their_reason() {
+        assert_eq!(Refused::LimitReached { limit: 3 }.reason(), "limit");
+        let short = Refused::InsufficientBudget {
+            remaining: ms(1),
+            p50: ms(2),
+        };
+        assert_eq!(short.reason(), "budget");
+    }
+
+    #[test]
+    fn the_long_average_is_plain_for_its_warm_up_then_exponential() {
+        // window 3: each sample after the warm-up weighs 2/(3+1) = 1/2.
+        let mut a = ExpAvg::new(3, 10);
+        let mut sum = 0.0;
+        for i in 1..=10 {
+            sum += f64::from(i);
+            assert!((a.add(f64::from(i)) - sum / f64::from(i)).abs() < 1e-12);
+        }
+        assert!((a.add(9.5) - 7.5).abs() < 1e-12, "(5.5 + 9.5) / 2");
+        assert!((a.add(1.5) - 4.5).abs() < 1e-12, "(7.5 + 1.5) / 2");
+    }
+
+    #[test]
+    fn the_baseline_is_pulled_down_only_beyond_twice_the_latest() {
+        let mut g = Gradient2::new(&AdaptiveConfig::default());
+        g.sample(Duration::from_secs(3), 20);
+        // Warm-up average (3 s + 1 s) / 2 = 2 s: exactly twice 1 s, left be.
+        g.sample(Duration::from_secs(1), 20);
+        assert!(
+            (g.long_rtt.value - 2.0).abs() < 1e-12,
+            "{}",
+            g.long_rtt.value
+        );
+        // (3 + 1 + 0.5) / 3 = 1.5 s, three times 0.5 s: cut by 10 %.
+        g.sample(Duration::from_millis(500), 20);
+        assert!(
+            (g.long_rtt.value - 1.35).abs() < 1e-12,
+            "{}",
+            g.long_rtt.value
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_grows_once_half_of_it_is_in_flight() {
+        // Smoothing 1: the limit becomes limit·gradient + queue_size at once.
+        let cfg = AdaptiveConfig {
+            initial_limit: 40,
+            smoothing: 1.0,
+            ..AdaptiveConfig::default()
+        };
+        let l = AdaptiveLimiter::new(cfg.clone());
+        let op: Arc<str> = "Get".into();
+        let held: Vec<Permit> = (0..19)
+            .map(|_| l.try_acquire(op.clone(), None).unwrap())
+            .collect();
+        assert_eq!(l.inflight(), 19);
+        let twentieth = l.try_acquire(op.clone(), None).unwrap();
+        tokio::time::advance(ms(10)).await;
+        twentieth.complete();
+        assert_eq!(l.limit(), 44, "20 of 40 in flight: not app-limited");
+        drop(held);
+        assert_eq!(l.inflight(), 0);
+
+        let mut g = Gradient2::new(&cfg);
+        assert_eq!(g.sample(ms(10), 19), 40, "19 of 40: app-limited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_median_is_of_recent_responses_up_to_the_window_edge() {
+        let l = AdaptiveLimiter::new(AdaptiveConfig::default());
+        let op: Arc<str> = "Get".into();
+        // Ten responses of 100, 90, …, 10 ms, all ending at the same time.
+        let mut started = Vec::new();
+        for _ in 0..10 {
+            started.push(l.try_acquire(op.clone(), None).unwrap());
+            tokio::time::advance(ms(10)).await;
+        }
+        for p in started {
+            p.complete();
+        }
+        // The upper median of ten: 60 ms.
+        assert_eq!(l.p50("Get"), Some(ms(60)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            l.p50("Get"),
+            Some(ms(60)),
+            "exactly the window old still counts"
+        );
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(l.p50("Get"), None);
+    }
+
+    #[derive(Clone)]
+    struct Ops;
+    impl AdmissionPolicy<crate::testing::TestRequest, ()> for Ops {
+        fn operation(&self, _: &crate::testing::TestRequest) -> Arc<str> {
+            "Op".into()
+        }
+        fn refuse(&self, _: &str, _: &Refused) {}
+    }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        let limiter = AdaptiveLimiter::new(AdaptiveConfig::default());
+        let mut svc = tower::Layer::layer(
+            &AdaptiveLayer::new(limiter, Ops),
+            crate::testing::Unready("busy"),
+        );
+        let e = ServiceExt::<crate::testing::TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }

@@ -477,4 +477,184 @@ mod tests {
         let left: Vec<String> = loads.states(&out).into_iter().map(|s| s.instance).collect();
         assert_eq!(left, vec!["b".to_owned()]);
     }
+
+    /// Teaches `key` a latency of `ms` (from the default estimate, which
+    /// the first sample slower than it replaces).
+    async fn teach(loads: &Loads<String>, out: &Outliers<String>, key: &str, ms: u64) {
+        let p = loads.pick(&[key.to_owned()], none, out).unwrap();
+        tokio::time::advance(Duration::from_millis(ms)).await;
+        p.record(false);
+    }
+
+    fn ewma_ms(loads: &Loads<String>, out: &Outliers<String>, key: &str) -> f64 {
+        loads
+            .states(out)
+            .into_iter()
+            .find(|s| s.instance == key)
+            .unwrap()
+            .ewma_ms
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_estimate_decays_with_its_time_constant_and_blends_faster_samples() {
+        let decay = Duration::from_secs(2);
+        let loads = Loads::new(BalanceConfig {
+            decay,
+            ..BalanceConfig::default()
+        });
+        let out = Outliers::new(EjectConfig::default());
+        teach(&loads, &out, "a", 100).await;
+        assert!((ewma_ms(&loads, &out, "a") - 100.0).abs() < 1e-9);
+        // One time constant later: e⁻¹ of the peak.
+        tokio::time::advance(decay).await;
+        let decayed = ewma_ms(&loads, &out, "a");
+        assert!(
+            (decayed - 100.0 * (-1.0f64).exp()).abs() < 1e-9,
+            "{decayed}"
+        );
+        // A 10 ms sample 2.51 s after the peak, below the decayed
+        // estimate: the estimate plus the sample's share (1 - w).
+        tokio::time::advance(Duration::from_millis(500)).await;
+        teach(&loads, &out, "a", 10).await;
+        let w = (-2.51f64 / 2.0).exp();
+        let expected = 100.0 * w + 10.0 * (1.0 - w);
+        let got = ewma_ms(&loads, &out, "a");
+        assert!((got - expected).abs() < 1e-6, "{got} ≠ {expected}");
+        // A failure never lowers it.
+        let p = loads.pick(&["a".to_owned()], none, &out).unwrap();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.record(true);
+        let w = (-0.001f64 / 2.0).exp();
+        let penalized = ewma_ms(&loads, &out, "a");
+        assert!((penalized - expected * w).abs() < 1e-6, "{penalized}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cost_is_the_estimate_times_pending_plus_one() {
+        // A long time constant keeps the estimates where they were put.
+        let loads = Loads::new(BalanceConfig {
+            default_rtt: Duration::from_millis(4),
+            decay: Duration::from_secs(1_000),
+        });
+        let out = Outliers::new(EjectConfig::default());
+        teach(&loads, &out, "a", 10).await;
+        // b: 4 ms, two calls in flight, costs 12; a: 10 ms idle, costs 10.
+        let busy: Vec<_> = (0..2)
+            .map(|_| loads.pick(&["b".to_owned()], none, &out).unwrap())
+            .collect();
+        let ab = vec!["a".to_owned(), "b".to_owned()];
+        for _ in 0..20 {
+            assert_eq!(loads.pick(&ab, none, &out).unwrap().key, "a");
+        }
+        drop(busy);
+        // Idle, b costs 4.
+        for _ in 0..20 {
+            assert_eq!(loads.pick(&ab, none, &out).unwrap().key, "b");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_left_is_kept_while_calls_to_it_are_in_flight() {
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
+        let ks = keys();
+        let in_flight = loads.pick(&ks[2..], none, &out).unwrap();
+        loads.pick(&ks[1..2], none, &out).unwrap().record(false);
+        loads.sync(&ks[..1]);
+        let names = |loads: &Loads<String>| -> Vec<String> {
+            loads.states(&out).into_iter().map(|s| s.instance).collect()
+        };
+        assert_eq!(names(&loads), ["c"], "b left; c still has a call out");
+        in_flight.record(false);
+        loads.sync(&ks[..1]);
+        assert!(names(&loads).is_empty());
+        let layer = Balance::layer(loads, out.clone(), crate::testing::TextClassifier);
+        assert!(format!("{layer:?}").starts_with("BalanceLayer"));
+    }
+
+    /// A dependency whose every call takes 10 ms and fails with `text`.
+    fn slow_failing(
+        text: &'static str,
+    ) -> impl tower::Service<
+        crate::testing::TestRequest,
+        Response = (),
+        Error = BoxError,
+        Future = impl Future<Output = Result<(), BoxError>> + Send,
+    > + Send
+    + 'static {
+        tower::service_fn(move |_req: crate::testing::TestRequest| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err::<(), BoxError>(text.into())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_tries_each_candidate_then_the_fallbacks_and_penalizes_failures_only() {
+        use crate::testing::{TestRequest, TextClassifier};
+        use tower::{Layer, ServiceExt};
+        let loads = Loads::new(BalanceConfig::default());
+        let out = Outliers::new(EjectConfig::default());
+        let layer = Balance::layer(loads.clone(), out.clone(), TextClassifier);
+        let mut req = TestRequest::new("Get");
+        req.fallbacks = vec!["z".into()];
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            let e = layer
+                .layer(slow_failing("notfound"))
+                .oneshot(req.clone())
+                .await
+                .unwrap_err();
+            assert_eq!(e.to_string(), "notfound");
+            sent.push(req.attempts.last().unwrap());
+        }
+        sent[..2].sort();
+        assert_eq!(
+            sent,
+            ["a", "b", "z"],
+            "each candidate once, then the fallback"
+        );
+        let e = layer
+            .layer(slow_failing("notfound"))
+            .oneshot(req)
+            .await
+            .unwrap_err();
+        assert_eq!(e.downcast_ref(), Some(&BalanceError::NoInstance));
+
+        // A 10 ms answer 1.01 s after a 100 ms peak: a caller mistake (a
+        // real answer) blends in; an instance failure never lowers it.
+        for (text, penalized) in [("notfound", false), ("down", true)] {
+            teach(&loads, &out, "p", 100).await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let mut req = TestRequest::new("Get");
+            req.candidates = vec!["p".into()];
+            let _ = layer.layer(slow_failing(text)).oneshot(req).await;
+            let w = (-1.01f64).exp();
+            let expected = if penalized {
+                100.0 * w
+            } else {
+                100.0 * w + 10.0 * (1.0 - w)
+            };
+            let got = ewma_ms(&loads, &out, "p");
+            assert!((got - expected).abs() < 1e-6, "{text}: {got} ≠ {expected}");
+            // Let the estimate fall back below the next 100 ms peak.
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        use crate::testing::{TestRequest, TextClassifier, Unready};
+        use tower::{Layer, ServiceExt};
+        let layer = Balance::layer(
+            Loads::<String>::new(BalanceConfig::default()),
+            Outliers::new(EjectConfig::default()),
+            TextClassifier,
+        );
+        let mut svc = layer.layer(Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }

@@ -633,6 +633,190 @@ mod tests {
         assert_eq!(circuits.get("Get").state(), CircuitState::Closed);
     }
 
+    #[test]
+    fn validate_accepts_the_edges_and_refuses_each_bad_field() {
+        let ok = BreakerConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let edges = BreakerConfig {
+            window: Duration::from_secs(1),
+            bucket: Duration::from_secs(1),
+            fast_window: Duration::from_secs(1),
+            error_threshold_percent: 100.0,
+            request_volume_threshold: 1,
+            ..ok.clone()
+        };
+        assert_eq!(edges.validate(), Ok(()), "one bucket, fast window = window");
+        assert_eq!(
+            BreakerConfig {
+                error_threshold_percent: 0.0,
+                ..ok.clone()
+            }
+            .validate(),
+            Ok(())
+        );
+        let bad = [
+            BreakerConfig {
+                bucket: Duration::ZERO,
+                ..ok.clone()
+            },
+            BreakerConfig {
+                window: Duration::from_millis(99),
+                fast_window: Duration::from_millis(99),
+                ..ok.clone()
+            },
+            BreakerConfig {
+                fast_window: Duration::from_millis(10_001),
+                ..ok.clone()
+            },
+            BreakerConfig {
+                error_threshold_percent: 100.5,
+                ..ok.clone()
+            },
+            BreakerConfig {
+                error_threshold_percent: -1.0,
+                ..ok.clone()
+            },
+            BreakerConfig {
+                request_volume_threshold: 0,
+                ..ok.clone()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_state_gauge_encodes_closed_open_half_open() {
+        let b = Circuit::new(BreakerConfig::default());
+        assert_eq!(b.state().as_gauge(), 0);
+        for _ in 0..20 {
+            call(&b, Outcome::Failure).unwrap();
+        }
+        assert_eq!(b.state().as_gauge(), 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.state().as_gauge(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_trial_decides_a_half_open_circuit() {
+        // Permits taken while closed, still out when the circuit opens and
+        // its trial starts: whatever becomes of them, the trial decides.
+        let b = Circuit::new(BreakerConfig::default());
+        let (dropped, uncounted, succeeded) = (
+            b.try_acquire().unwrap(),
+            b.try_acquire().unwrap(),
+            b.try_acquire().unwrap(),
+        );
+        for _ in 0..20 {
+            call(&b, Outcome::Failure).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let trial = b.try_acquire().unwrap();
+        drop(dropped);
+        assert_eq!(b.state(), CircuitState::HalfOpen, "not reopened");
+        assert!(b.try_acquire().is_err(), "the trial is still out");
+        b.record(uncounted, None, MS);
+        assert!(b.try_acquire().is_err(), "no second trial handed out");
+        b.record(succeeded, Some(Outcome::Success), MS);
+        assert_eq!(
+            b.state(),
+            CircuitState::HalfOpen,
+            "an old call closes nothing"
+        );
+        assert!(b.try_acquire().is_err());
+        b.record(trial, Some(Outcome::Success), MS);
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_trial_is_replaced_only_after_a_whole_sleep_window() {
+        let b = Circuit::new(BreakerConfig::default());
+        for _ in 0..20 {
+            call(&b, Outcome::Failure).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let silent = b.try_acquire().unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            b.try_acquire().unwrap_err(),
+            BreakerError::Open {
+                retry_after: Duration::from_secs(5)
+            },
+            "exactly one sleep window: still the first trial's turn"
+        );
+        tokio::time::advance(MS).await;
+        let second = b.try_acquire().expect("a second trial");
+        assert!(b.try_acquire().is_err(), "and only one");
+        b.record(second, Some(Outcome::Success), MS);
+        assert_eq!(b.state(), CircuitState::Closed);
+        drop(silent);
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "the late trial changes nothing"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_opened_counts_each_opening() {
+        let b = Circuit::new(BreakerConfig::default());
+        assert_eq!(b.times_opened(), 0);
+        for round in 1..=2 {
+            for _ in 0..20 {
+                call(&b, Outcome::Failure).unwrap();
+            }
+            assert_eq!(b.times_opened(), round);
+            tokio::time::advance(Duration::from_secs(5)).await;
+            call(&b, Outcome::Success).unwrap();
+            assert_eq!(b.state(), CircuitState::Closed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_registry_lists_its_circuits_by_operation() {
+        let circuits = Circuits::new(BreakerConfig::default());
+        assert!(circuits.all().is_empty());
+        let put = circuits.get("Put");
+        circuits.get("Get");
+        for _ in 0..20 {
+            call(&put, Outcome::Failure).unwrap();
+        }
+        let all = circuits.all();
+        let names: Vec<_> = all.iter().map(|(op, _)| *op).collect();
+        assert_eq!(names, ["Get", "Put"]);
+        assert_eq!(all[0].1.state(), CircuitState::Closed);
+        assert_eq!(all[1].1.state(), CircuitState::Open, "the same circuit");
+        let layer = CircuitBreaker::layer(
+            circuits,
+            crate::testing::TextClassifier,
+            Arc::new(crate::observe::NoObserver),
+        );
+        let debug = format!("{layer:?}");
+        assert!(
+            debug.starts_with("CircuitBreakerLayer") && debug.contains("\"Put\""),
+            "{debug}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        use crate::observe::NoObserver;
+        use crate::testing::{TextClassifier, Unready};
+        use tower::{Layer, ServiceExt};
+        let layer = CircuitBreaker::layer(
+            Circuits::new(BreakerConfig::default()),
+            TextClassifier,
+            Arc::new(NoObserver),
+        );
+        let mut svc = layer.layer(Unready("busy"));
+        let e = ServiceExt::<crate::testing::TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
+
     mod model {
         use super::*;
         use proptest::prelude::*;

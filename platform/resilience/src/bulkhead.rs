@@ -128,6 +128,18 @@ mod tests {
     use crate::testing::{TestRequest, gate};
     use tower::{Layer, ServiceExt};
 
+    /// Lets the spawned calls run until `done` holds (a bounded wait: a
+    /// slot count that never gets there fails the test, it does not hang).
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the calls never took their slots");
+    }
+
     #[tokio::test]
     async fn a_full_bulkhead_refuses_at_once_and_frees_slots_when_calls_end() {
         let (svc, release) = gate();
@@ -135,9 +147,7 @@ mod tests {
         let svc = layer.layer(svc);
         let a = tokio::spawn(svc.clone().oneshot(TestRequest::new("Get")));
         let b = tokio::spawn(svc.clone().oneshot(TestRequest::new("Get")));
-        while layer.in_use() < 2 {
-            tokio::task::yield_now().await;
-        }
+        settle(|| layer.in_use() == 2).await;
         let refused = svc.clone().oneshot(TestRequest::new("Get")).await;
         let e = refused.unwrap_err();
         assert_eq!(
@@ -150,9 +160,7 @@ mod tests {
         assert_eq!(layer.in_use(), 0);
         let (svc2, release2) = gate();
         let next = tokio::spawn(layer.layer(svc2).oneshot(TestRequest::new("Get")));
-        while layer.in_use() < 1 {
-            tokio::task::yield_now().await;
-        }
+        settle(|| layer.in_use() == 1).await;
         release2.open();
         next.await.unwrap().unwrap();
     }
@@ -163,18 +171,35 @@ mod tests {
         let fast = Bulkhead::layer(1, Arc::new(NoObserver));
         let (held, _release) = gate();
         let _stuck = tokio::spawn(slow.layer(held).oneshot(TestRequest::new("Get")));
-        while slow.in_use() < 1 {
-            tokio::task::yield_now().await;
-        }
+        settle(|| slow.in_use() == 1).await;
         let (ok, release) = gate();
         let call = tokio::spawn(fast.layer(ok).oneshot(TestRequest::new("Get")));
-        while fast.in_use() < 1 {
-            tokio::task::yield_now().await;
-        }
+        settle(|| fast.in_use() == 1).await;
         release.open();
         assert!(
             call.await.unwrap().is_ok(),
             "one dependency cannot starve another"
         );
+    }
+
+    #[tokio::test]
+    async fn the_layer_reports_its_limit_and_slots_and_passes_readiness_on() {
+        let layer = Bulkhead::layer(3, Arc::new(NoObserver));
+        assert_eq!(layer.limit(), 3);
+        let (held, _release) = gate();
+        let _call = tokio::spawn(layer.layer(held).oneshot(TestRequest::new("Get")));
+        settle(|| layer.in_use() == 1).await;
+        let debug = format!("{layer:?}");
+        assert!(
+            debug.starts_with("BulkheadLayer") && debug.contains("limit: 3, in_use: 1"),
+            "{debug}"
+        );
+        assert_eq!(Bulkhead::layer(0, Arc::new(NoObserver)).limit(), 1);
+        let mut svc = layer.layer(crate::testing::Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
     }
 }

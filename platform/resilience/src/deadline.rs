@@ -119,4 +119,14 @@ mod tests {
         assert_eq!(e.downcast_ref(), Some(&DeadlineError::Elapsed));
         assert_eq!(started.elapsed(), Duration::from_millis(150));
     }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        let mut svc = Deadline::layer().layer(crate::testing::Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }

@@ -438,4 +438,46 @@ mod tests {
             })?;
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_quiet_interval_forgives_one_ejection() {
+        let o = Outliers::new(EjectConfig::default());
+        let ks = keys(4);
+        o.sync(&ks);
+        let eject = |o: &Outliers<String>| {
+            for _ in 0..5 {
+                o.record(&ks[0], false);
+            }
+        };
+        eject(&o);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        eject(&o);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!o.is_ejected(&ks[0]), "second ejection: 10 s");
+        // 10 s un-ejected: the count goes from 2 to 1, so the third
+        // ejection is the second's length again, 10 s.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        eject(&o);
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(o.is_ejected(&ks[0]));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!o.is_ejected(&ks[0]));
+    }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        use crate::testing::{TestRequest, TextClassifier, Unready};
+        use tower::{Layer, ServiceExt};
+        let layer = Eject::layer(
+            Outliers::<String>::new(EjectConfig::default()),
+            TextClassifier,
+        );
+        assert!(format!("{layer:?}").starts_with("EjectLayer"));
+        let mut svc = layer.layer(Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }

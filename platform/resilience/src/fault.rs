@@ -632,4 +632,236 @@ mod tests {
         let resp = svc.oneshot(req).await.unwrap();
         assert_eq!(resp.body(), "served");
     }
+
+    #[test]
+    fn an_http_status_aborts_with_the_matching_grpc_code() {
+        for (http, grpc) in [
+            (400, 3),
+            (401, 16),
+            (403, 7),
+            (404, 5),
+            (409, 10),
+            (429, 8),
+            (500, 13),
+            (501, 12),
+            (503, 14),
+            (504, 4),
+            (418, 13),
+            (599, 13),
+        ] {
+            assert_eq!(
+                abort_status(&http.to_string()),
+                Ok(AbortStatus { grpc, http }),
+                "{http}"
+            );
+        }
+        assert_eq!(
+            abort_status("unavailable"),
+            Ok(AbortStatus {
+                grpc: 14,
+                http: 503
+            })
+        );
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let long = "x".repeat(128);
+        for ok in [
+            format!(r#"{{"operation":"{long}","action":{{"type":"hang"}}}}"#),
+            r#"{"ttl_s":86400,"action":{"type":"hang"}}"#.to_owned(),
+            r#"{"action":{"type":"delay","ms":60000}}"#.to_owned(),
+        ] {
+            assert!(spec(&ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            format!(r#"{{"operation":"{long}y","action":{{"type":"hang"}}}}"#),
+            r#"{"caller":"a\u0007b","action":{"type":"hang"}}"#.to_owned(),
+            r#"{"ttl_s":86401,"action":{"type":"hang"}}"#.to_owned(),
+            r#"{"action":{"type":"delay","ms":60001}}"#.to_owned(),
+        ] {
+            assert!(spec(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_rules_leave_at_their_ttl_and_free_their_places() {
+        let t = FaultTable::new("1.0.0");
+        let forever = t
+            .add(spec(r#"{"operation":"Keep","action":{"type":"hang"}}"#).unwrap())
+            .unwrap();
+        for _ in 1..MAX_RULES {
+            t.add(spec(r#"{"ttl_s":1,"action":{"type":"hang"}}"#).unwrap())
+                .unwrap();
+        }
+        assert_eq!(t.list().len(), MAX_RULES);
+        let one_more = || t.add(spec(r#"{"ttl_s":5,"action":{"type":"hang"}}"#).unwrap());
+        assert!(one_more().is_err(), "full");
+        let req = FaultRequest {
+            operation: "Other",
+            ..FaultRequest::default()
+        };
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(t.list().len(), MAX_RULES);
+        assert!(one_more().is_err(), "none expired yet");
+        assert_eq!(t.decide(&req), Some(FaultAction::Hang));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(t.decide(&req), None, "gone at exactly their ttl");
+        let left: Vec<u64> = t.list().iter().map(|r| r.id).collect();
+        assert_eq!(left, [forever]);
+        one_more().unwrap();
+        assert_eq!(t.clear(), 2);
+        assert!(t.list().is_empty());
+    }
+
+    /// A gRPC service that is never ready.
+    #[derive(Clone)]
+    struct UnreadyGrpc;
+
+    impl tower::Service<http::Request<()>> for UnreadyGrpc {
+        type Response = http::Response<String>;
+        type Error = String;
+        type Future = std::future::Ready<Result<Self::Response, String>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Err("busy".into()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(String::new())))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_grpc_layer_reads_caller_and_opt_in_headers_and_passes_readiness_on() {
+        use tower::{Layer, ServiceExt};
+        let t = FaultTable::new("1.0.0");
+        t.add(
+            spec(
+                r#"{"caller":"edge","header":"gd-7","action":{"type":"abort","code":"INTERNAL"}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let inner = tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("served")))
+        });
+        let svc = GrpcFaultLayer::new(t.clone()).layer(inner);
+        let req = |caller: &str, fault: &str| {
+            http::Request::builder()
+                .uri("/catalog.v1.Catalog/GetTitle")
+                .header("x-fleet-caller", caller)
+                .header(FAULT_HEADER, fault)
+                .body(())
+                .unwrap()
+        };
+        let resp = svc.clone().oneshot(req("edge", "gd-7")).await.unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "13");
+        for (caller, fault) in [("edge", "gd-8"), ("ratings", "gd-7")] {
+            let resp = svc.clone().oneshot(req(caller, fault)).await.unwrap();
+            assert_eq!(resp.body(), "served", "{caller} {fault}");
+        }
+        let mut unready = GrpcFaultLayer::new(t).layer(UnreadyGrpc);
+        let e = ServiceExt::<http::Request<()>>::ready(&mut unready)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e, "busy");
+    }
+
+    /// One HTTP/1.1 exchange over a real socket: (status, body).
+    async fn http(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_adds_lists_removes_and_clears_rules() {
+        let t = FaultTable::new("1.0.0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, admin_router(t)).await.unwrap();
+        });
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/admin/faults",
+            r#"{"operation":"GetTitle","action":{"type":"hang"}}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_u64()
+            .unwrap();
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/admin/faults",
+            r#"{"action":{"type":"delay","ms":0}}"#,
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains(r#""code":"invalid_fault""#), "{body}");
+        let big = format!(
+            r#"{{"operation":"{}","action":{{"type":"hang"}}}}"#,
+            "x".repeat(4096)
+        );
+        assert_eq!(http(addr, "POST", "/admin/faults", &big).await.0, 413);
+        let exact = format!(
+            r#"{{"caller":"{}","action":{{"type":"hang"}}}}"#,
+            "x".repeat(4096 - 38)
+        );
+        assert_eq!(exact.len(), 4096);
+        assert_eq!(
+            http(addr, "POST", "/admin/faults", &exact).await.0,
+            422,
+            "4 KiB is read (and the caller too long)"
+        );
+        let (status, body) = http(addr, "GET", "/admin/faults", "").await;
+        assert_eq!(status, 200);
+        let rules: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["operation"], "GetTitle");
+        assert_eq!(http(addr, "DELETE", "/admin/faults/nope", "").await.0, 400);
+        assert_eq!(
+            http(addr, "DELETE", &format!("/admin/faults/{id}"), "")
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            http(addr, "DELETE", &format!("/admin/faults/{id}"), "")
+                .await
+                .0,
+            404
+        );
+        http(
+            addr,
+            "POST",
+            "/admin/faults",
+            r#"{"action":{"type":"hang"}}"#,
+        )
+        .await;
+        assert_eq!(http(addr, "DELETE", "/admin/faults", "").await.0, 204);
+        assert_eq!(http(addr, "GET", "/admin/faults", "").await.1, "[]");
+        server.abort();
+    }
 }

@@ -177,4 +177,16 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn the_layer_is_ready_only_when_its_service_is() {
+        let layer = Metrics::layer(Arc::new(Recorder::default()), TextClassifier);
+        assert!(format!("{layer:?}").starts_with("MetricsLayer"));
+        let mut svc = layer.layer(crate::testing::Unready("busy"));
+        let e = ServiceExt::<TestRequest>::ready(&mut svc)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "busy");
+    }
 }

@@ -410,4 +410,132 @@ mod tests {
             .is_err()
         );
     }
+
+    #[test]
+    fn validate_accepts_the_edges_and_refuses_each_bad_field() {
+        let ok = RetryConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let edges = [
+            RetryConfig {
+                budget_window: Duration::from_secs(1),
+                budget_percent: 0.0,
+                max_retries: 5,
+                min_per_sec: 1_000,
+                ..ok.clone()
+            },
+            RetryConfig {
+                budget_window: Duration::from_secs(60),
+                budget_percent: 1.0,
+                max_retries: 0,
+                ..ok.clone()
+            },
+        ];
+        for c in edges {
+            assert_eq!(c.validate(), Ok(()), "{c:?}");
+        }
+        let bad = [
+            RetryConfig {
+                budget_window: Duration::from_millis(999),
+                ..ok.clone()
+            },
+            RetryConfig {
+                budget_window: Duration::from_secs(61),
+                ..ok.clone()
+            },
+            RetryConfig {
+                budget_percent: 1.01,
+                ..ok.clone()
+            },
+            RetryConfig {
+                budget_percent: -0.01,
+                ..ok.clone()
+            },
+            RetryConfig {
+                max_retries: 6,
+                ..ok.clone()
+            },
+            RetryConfig {
+                min_per_sec: 1_001,
+                ..ok.clone()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_policy_keeps_its_settings() {
+        let config = RetryConfig {
+            max_retries: 3,
+            backoff_base: Duration::from_millis(7),
+            ..RetryConfig::default()
+        };
+        let p = policy(config.clone(), Pushback::None);
+        assert_eq!(p.config(), &config);
+        let debug = format!("{p:?}");
+        assert!(
+            debug.starts_with("RetryPolicy") && debug.contains("max_retries: 3"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_per_retry_up_to_the_cap_with_full_jitter() {
+        // Uniform in 0..min(50 ms, 5 ms·2^(retry-1)): over 400 draws each
+        // range is filled past its lower half and never left.
+        let p = policy(RetryConfig::default(), Pushback::None);
+        for (retry, cap_ms) in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 50), (30, 50)] {
+            let cap = Duration::from_millis(cap_ms);
+            let draws: Vec<Duration> = (0..400).map(|_| p.backoff(retry)).collect();
+            assert!(draws.iter().all(|d| *d < cap), "retry {retry}: {draws:?}");
+            assert!(
+                draws.iter().any(|d| *d > cap / 2),
+                "retry {retry}: {draws:?}"
+            );
+        }
+        let none = policy(
+            RetryConfig {
+                backoff_base: Duration::ZERO,
+                ..RetryConfig::default()
+            },
+            Pushback::None,
+        );
+        assert_eq!(none.backoff(3), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_is_the_wait_without_pushback() {
+        let mut p = policy(generous(), Pushback::None);
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| {
+                let sleep = after_failure(&mut p, &TestRequest::new("Get"), "down").unwrap();
+                sleep.deadline() - Instant::now()
+            })
+            .collect();
+        assert!(
+            waits.iter().all(|w| *w < Duration::from_millis(5)),
+            "{waits:?}"
+        );
+        assert!(waits.iter().any(|w| !w.is_zero()), "{waits:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pushback_does_not_make_a_deeper_failure_retryable() {
+        let mut p = policy(generous(), Pushback::After(Duration::from_millis(20)));
+        assert!(after_failure(&mut p, &TestRequest::new("Get"), "deeper").is_none());
+        assert!(after_failure(&mut p, &TestRequest::new("Get"), "down").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_needs_the_wait_plus_the_minimum_left() {
+        // 300 ms pushback + 10 ms minimum: exactly 310 ms left is enough.
+        let mut p = policy(generous(), Pushback::After(Duration::from_millis(300)));
+        let mut just = TestRequest::new("Get");
+        just.deadline = Instant::now() + Duration::from_millis(310);
+        assert!(after_failure(&mut p, &just, "down").is_some());
+        let mut short = TestRequest::new("Get");
+        short.deadline = Instant::now() + Duration::from_millis(309);
+        assert!(after_failure(&mut p, &short, "down").is_none());
+    }
 }

@@ -191,4 +191,36 @@ mod tests {
         assert_eq!(c.requests, 0);
         assert_eq!(l, Latency::default());
     }
+
+    /// Within the histogram's two significant digits.
+    fn near(got: f64, want: f64) -> bool {
+        (got - want).abs() <= want * 0.01
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_buckets_roll_a_second_at_a_time() {
+        let s = OperationStats::new();
+        // Second k records one call of (k + 1) · 10 ms: the last ten
+        // seconds hold the calls of seconds k-9..=k.
+        for k in 0u32..25 {
+            let ms = f64::from(k + 1) * 10.0;
+            s.record(
+                Outcome::Success,
+                false,
+                Some(Duration::from_millis(u64::from(k + 1) * 10)),
+            );
+            let (c, _, l) = s.snapshot();
+            let oldest = f64::from(k.saturating_sub(9) + 1) * 10.0;
+            assert!(near(l.min, oldest), "second {k}: {l:?}");
+            assert!(near(l.max, ms), "second {k}: {l:?}");
+            assert!(near(l.mean, (oldest + ms) / 2.0), "second {k}: {l:?}");
+            assert_eq!(c.requests, u64::from(k.min(9) + 1));
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // A quiet spell longer than the window, then one call.
+        tokio::time::advance(Duration::from_secs(25)).await;
+        s.record(Outcome::Success, false, Some(Duration::from_millis(7)));
+        let (_, _, l) = s.snapshot();
+        assert!(near(l.min, 7.0) && near(l.max, 7.0), "{l:?}");
+    }
 }

@@ -109,4 +109,17 @@ mod tests {
         let events = tick_events(&id, vec![serde_json::json!({"dependency":"dal"})]);
         assert_eq!(events.len(), 2);
     }
+
+    #[test]
+    fn events_are_stamped_with_the_wall_clock() {
+        let ms =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let before = ms(std::time::SystemTime::now());
+        let stamped = u128::from(now_ms());
+        let after = ms(std::time::SystemTime::now());
+        assert!(
+            before <= stamped && stamped <= after,
+            "{before} {stamped} {after}"
+        );
+    }
 }

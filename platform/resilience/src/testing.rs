@@ -129,3 +129,25 @@ pub(crate) fn failing(
 + 'static {
     tower::service_fn(move |_req: TestRequest| async move { Err::<(), BoxError>(text.into()) })
 }
+
+/// A service that is never ready: its `poll_ready` fails with `text` (a
+/// layer must pass its inner service's readiness on, not claim its own).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unready(pub &'static str);
+
+impl tower::Service<TestRequest> for Unready {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err(self.0.into()))
+    }
+
+    fn call(&mut self, _req: TestRequest) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}

@@ -220,4 +220,158 @@ mod tests {
         assert_eq!(c.unhealthy(), 20);
         assert!((c.error_percent() - 50.0).abs() < 1e-9, "{c:?}");
     }
+
+    /// 3 successes (one slow), 2 errors (one slow), 4 timeouts, 5
+    /// rejections, 6 short circuits.
+    fn mixed(c: &mut impl FnMut(Outcome, bool)) {
+        for (outcome, n) in [
+            (Outcome::Success, 2),
+            (Outcome::Failure, 1),
+            (Outcome::Timeout, 4),
+            (Outcome::Rejected, 5),
+            (Outcome::ShortCircuited, 6),
+        ] {
+            for _ in 0..n {
+                c(outcome, false);
+            }
+        }
+        c(Outcome::Success, true);
+        c(Outcome::Failure, true);
+    }
+
+    const MIXED: Counts = Counts {
+        requests: 20,
+        successes: 3,
+        errors: 2,
+        timeouts: 4,
+        rejections: 5,
+        short_circuits: 6,
+        slow: 1,
+    };
+
+    #[test]
+    fn each_outcome_is_counted_in_its_own_field() {
+        let mut c = Counts::default();
+        mixed(&mut |o, slow| c.record(o, slow));
+        assert_eq!(c, MIXED);
+        assert_eq!(c.executed(), 9, "refusals were never executed");
+        assert_eq!(c.unhealthy(), 7, "errors, timeouts and the slow success");
+        assert!((c.error_percent() - 700.0 / 9.0).abs() < 1e-9);
+        assert!(Counts::default().error_percent().abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn totals_add_up_every_field_across_buckets() {
+        let t0 = Instant::now();
+        let bucket = Duration::from_millis(100);
+        let mut w = RollingCounts::new(bucket, 10, t0);
+        assert_eq!(w.span(), Duration::from_secs(1));
+        let mut at = t0;
+        mixed(&mut |o, slow| w.record(at, o, slow));
+        at += 3 * bucket;
+        mixed(&mut |o, slow| w.record(at, o, slow));
+        let double = Counts {
+            requests: 40,
+            successes: 6,
+            errors: 4,
+            timeouts: 8,
+            rejections: 10,
+            short_circuits: 12,
+            slow: 2,
+        };
+        assert_eq!(w.totals(at), double);
+        assert_eq!(w.totals_since(at, bucket), MIXED);
+        assert_eq!(w.totals_since(at, 4 * bucket), double);
+        w.reset(at);
+        assert_eq!(w.totals(at), Counts::default());
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Copy, Debug)]
+        enum Op {
+            Record(u8, bool),
+            /// Move the clock by this many milliseconds.
+            Advance(u64),
+            /// Totals over the newest buckets covering this many ms.
+            Since(u64),
+            Reset,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0u8..5, any::<bool>()).prop_map(|(o, s)| Op::Record(o, s)),
+                3 => prop_oneof![0u64..40, 0u64..400].prop_map(Op::Advance),
+                2 => (0u64..300).prop_map(Op::Since),
+                1 => Just(Op::Reset),
+            ]
+        }
+
+        const OUTCOMES: [Outcome; 5] = [
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Timeout,
+            Outcome::Rejected,
+            Outcome::ShortCircuited,
+        ];
+
+        proptest! {
+            /// The ring of buckets agrees with the plain definition: every
+            /// outcome kept with its bucket number, counted while the
+            /// bucket is one of the newest `n` (or of those a span covers).
+            #[test]
+            fn the_ring_counts_what_the_window_covers(
+                bucket_ms in 1u64..30,
+                n in 1usize..12,
+                ops in proptest::collection::vec(op(), 1..200),
+            ) {
+                let t0 = Instant::now();
+                let bucket = Duration::from_millis(bucket_ms);
+                let mut w = RollingCounts::new(bucket, n, t0);
+                prop_assert_eq!(w.span(), bucket * u32::try_from(n).unwrap());
+                // (bucket number since `base`, outcome, slow)
+                let mut kept: Vec<(u64, Outcome, bool)> = Vec::new();
+                let (mut base, mut now) = (0u64, 0u64);
+                let model = |kept: &[(u64, Outcome, bool)], cur: u64, newest: u64| {
+                    let mut c = Counts::default();
+                    for (idx, o, slow) in kept {
+                        if idx + newest > cur {
+                            c.record(*o, *slow);
+                        }
+                    }
+                    c
+                };
+                for op in ops {
+                    let at = t0 + Duration::from_millis(now);
+                    let cur = (now - base) / bucket_ms;
+                    match op {
+                        Op::Record(o, slow) => {
+                            let o = OUTCOMES[usize::from(o)];
+                            w.record(at, o, slow);
+                            kept.push((cur, o, slow));
+                        }
+                        Op::Advance(ms) => now += ms,
+                        Op::Since(ms) => {
+                            let newest = ms.div_ceil(bucket_ms).clamp(1, n as u64);
+                            prop_assert_eq!(
+                                w.totals_since(at, Duration::from_millis(ms)),
+                                model(&kept, cur, newest),
+                                "span {} ms at {} ms", ms, now
+                            );
+                        }
+                        Op::Reset => {
+                            w.reset(at);
+                            kept.clear();
+                            base = now;
+                        }
+                    }
+                    let at = t0 + Duration::from_millis(now);
+                    let cur = (now - base) / bucket_ms;
+                    prop_assert_eq!(w.totals(at), model(&kept, cur, n as u64), "at {} ms", now);
+                }
+            }
+        }
+    }
 }
