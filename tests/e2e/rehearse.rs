@@ -97,11 +97,17 @@ fn compose_and_every_overlay_pass_the_static_checks() {
     }
 }
 
+/// Rehearsals take turns: each picks free loopback ports up front (bind
+/// to port 0, release, hand to a process), and two running at once can be
+/// handed the same port (seen: `dal-1 … Address already in use`).
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_comes_up_and_answers_through_its_published_port() {
     if !backends_present() {
         return;
     }
+    let _turn = TURN.lock().await;
     let plan = source::compose_plan(&repo(), &compose_model());
     rehearse(&plan).await.unwrap();
 }
@@ -111,6 +117,7 @@ async fn both_kubernetes_overlays_come_up_and_answer_through_the_ingress() {
     if !backends_present() {
         return;
     }
+    let _turn = TURN.lock().await;
     let files = tempfile::tempdir().unwrap();
     for name in ["local", "production"] {
         let plan = k8s(name, &overlay(name), files.path());
@@ -237,6 +244,7 @@ async fn a_one_off_job_that_exits_non_zero_fails_the_rehearsal() {
     if !backends_present() {
         return;
     }
+    let _turn = TURN.lock().await;
     let mut model = compose_model();
     model["services"]["dal-migrate"]["command"] = json!(["migrat"]);
     model["services"]["dal-migrate"]["restart"] = json!("on-failure:1");
