@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_testkit::backend;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -67,12 +68,15 @@ impl FleetUp {
 
     fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("fleet-up.log")).unwrap();
         let child = Command::new(fleet_bin())
             .args(["up", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--edge-addr", &format!("127.0.0.1:{port}")])
+            // Port 0: the edge binds a port nobody holds (a port picked
+            // here and released can be taken by another test's process
+            // before the edge binds it — seen in CI); its address is read
+            // from the registry.
+            .args(["--edge-addr", "127.0.0.1:0"])
             .args(args)
             // Roomier budgets than the defaults (500 ms titles, 1 s home):
             // this 2-core machine is shared with parallel builds, and a
@@ -89,7 +93,7 @@ impl FleetUp {
         let mut up = Self {
             child,
             dir,
-            edge: format!("http://127.0.0.1:{port}"),
+            edge: String::new(),
         };
         let registry = up.data_dir().join("run/registry.json");
         let give_up = Instant::now() + Duration::from_secs(420);
@@ -101,6 +105,13 @@ impl FleetUp {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let edge = up
+            .registry()
+            .into_iter()
+            .find(|e| e["service"] == "edge")
+            .and_then(|e| e["addr"].as_str().map(str::to_owned))
+            .expect("the edge in run/registry.json");
+        up.edge = format!("http://{edge}");
         up
     }
 
@@ -638,19 +649,6 @@ fn stock_chaos_run_runs_the_ratings_outage_against_fleet_up() {
     assert_eq!(created, 2, "both fault rules were created: {text}");
     assert_eq!(j["rollbacks"].as_array().unwrap().len(), 2);
     assert!(up.faults("ratings-1").is_empty() && up.faults("ratings-2").is_empty());
-}
-
-fn backend(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{var} is not set: run scripts/backends up")
-        }
-        _ => {
-            eprintln!("SKIPPED: {var} is not set (scripts/backends up)");
-            None
-        }
-    }
 }
 
 /// A Toxiproxy server of this test's own (proxies are named per system).
