@@ -208,6 +208,7 @@ async fn fleet_up_shape() -> Shape {
         ratings: args.ratings,
         launcher: fleet::topology::Launcher::Binaries(bin),
         admin_token: "parity-admin-token-0123456789".into(),
+        gameday_key: Some("parity-gameday-key-0123456789".into()),
         backends: fleet::topology::Backends::default(),
         extra_env: Vec::new(),
         ready_timeout: Duration::from_secs(20),

@@ -4,6 +4,7 @@
 // Test code: a panic is how a test reports a broken system.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use fleet_tests::free_addr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,11 +13,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 /// Starts `fleet up` and waits for its "all N instances ready" line.
 async fn up(data: &std::path::Path, edge: &str) -> (Child, Vec<String>) {

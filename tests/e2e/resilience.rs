@@ -463,7 +463,10 @@ async fn max_ejected(
 /// `/admin/stream` (one `dependency` event per operation; an instance
 /// ejected for any operation counts once).
 async fn ejected_now(edge_admin: SocketAddr, target: &str) -> usize {
-    let mut resp = reqwest::get(format!("http://{edge_admin}/admin/stream"))
+    let mut resp = reqwest::Client::new()
+        .get(format!("http://{edge_admin}/admin/stream"))
+        .bearer_auth(fleet_tests::ADMIN_TOKEN)
+        .send()
         .await
         .expect("stream reachable");
     let mut text = String::new();

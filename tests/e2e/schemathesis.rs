@@ -13,6 +13,7 @@
 // Test code: a panic is how a test reports a broken system.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use fleet_tests::free_addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,11 +23,6 @@ use tokio::process::{Child, Command};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 /// Starts `fleet up` on the embedded default (every instance on free

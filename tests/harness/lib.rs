@@ -26,6 +26,26 @@ use fleet_discovery::{ConsulClient, RouteStore};
 
 pub use consul::ConsulAgent;
 
+/// A loopback address nobody listens on (bound to port 0, then released),
+/// for a process that must be told its port.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").to_string()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for
+/// query strings of Jaeger's and Prometheus' HTTP APIs).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The directory cargo put this workspace's binaries in (the test binary
 /// lives in its `deps/` subdirectory).
 ///
@@ -176,6 +196,8 @@ fn unique_name(prefix: &str) -> String {
 
 /// The admin token every instance of a test system is started with.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// The edge's game-day key in every e2e system (signs `x-fleet-fault`).
+pub const GAMEDAY_KEY: &str = "e2e-gameday-key-0123456789";
 
 impl System {
     /// Starts dal, catalog, ratings and edge binaries on free ports, on
@@ -233,6 +255,7 @@ impl System {
             ratings: size.ratings,
             launcher: Launcher::Binaries(bin_dir()),
             admin_token: ADMIN_TOKEN.into(),
+            gameday_key: Some(GAMEDAY_KEY.into()),
             backends: backends.clone(),
             extra_env: [
                 ("RUST_LOG", "info"),

@@ -132,6 +132,9 @@ impl Prometheus {
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", tsdb.display()))
             .arg("--storage.tsdb.retention.time=2d")
+            // The latency histograms' trace-id exemplars (scraped as
+            // OpenMetrics) are kept and answer /api/v1/query_exemplars.
+            .arg("--enable-feature=exemplar-storage")
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -127,6 +127,9 @@ pub struct TopologyOptions {
     pub launcher: Launcher,
     /// Token every instance's admin port requires for changes.
     pub admin_token: String,
+    /// The edge's game-day key (`GAMEDAY_KEY`): what `x-fleet-fault`
+    /// headers must be signed with. `None`: the edge has no game days.
+    pub gameday_key: Option<String>,
     /// The stores, cache and discovery every instance uses.
     pub backends: Backends,
     /// Environment given to every instance on top of the inherited one
@@ -248,11 +251,14 @@ impl Topology {
             "edge",
             V1,
             "edge-1",
-            vec![
-                ("HTTP_ADDR".into(), o.edge_addr.to_string()),
-                ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
-                ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
-            ],
+            [("HTTP_ADDR".into(), o.edge_addr.to_string())]
+                .into_iter()
+                .chain(o.gameday_key.clone().map(|k| ("GAMEDAY_KEY".to_owned(), k)))
+                .chain([
+                    ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
+                    ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
+                ])
+                .collect(),
         );
         self.start_tier(vec![edge]).await?;
         Ok(())

@@ -128,6 +128,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to create {}", run_dir.display()))?;
     let admin_token = uuid::Uuid::new_v4().simple().to_string();
     write_private(&run_dir.join("admin-token"), &admin_token)?;
+    // The game-day key signs `x-fleet-fault` headers (`fleet gameday`
+    // reads it here); the admin token never goes through the edge.
+    let gameday_key = uuid::Uuid::new_v4().simple().to_string();
+    write_private(&run_dir.join("gameday-key"), &gameday_key)?;
     let exe = std::env::current_exe().context("failed to find the fleet executable")?;
 
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -217,6 +221,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ratings: args.ratings,
         launcher: Launcher::MultiCall(exe),
         admin_token,
+        gameday_key: Some(gameday_key),
         backends,
         extra_env,
         ready_timeout,

@@ -821,6 +821,7 @@ async fn fleet_load_drives_the_real_system_through_the_edge_and_over_grpc() {
         ratings: 1,
         launcher: Launcher::MultiCall(env!("CARGO_BIN_EXE_fleet").into()),
         admin_token: "load-test-admin-token-0123".into(),
+        gameday_key: None,
         backends: fleet::topology::Backends::default(),
         extra_env: vec![
             // The supervisor learns bound ports from the `listening` info line.

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fault_signature;
 pub mod model;
 
 use std::time::Duration;
@@ -31,11 +32,12 @@ use model::{
 pub const REQUEST_ID: &str = "x-request-id";
 /// Header listing the instances that served a request's downstream calls.
 pub const SERVED_BY: &str = "x-fleet-served-by";
-/// Header a game-day client sends with the admin token so the edge lets its
-/// `x-fleet-fault` header through.
-pub const GAMEDAY_TOKEN: &str = "x-fleet-gameday-token";
-/// Header scoping fault-injection rules to a request.
+/// Header scoping fault-injection rules to a request; from outside the
+/// edge it must be signed with the game-day key ([`fault_signature`]).
 pub const FAULT: &str = "x-fleet-fault";
+/// How long a fault header signed by [`RequestOptions::fault_scope`] stays
+/// valid.
+pub const FAULT_TTL: Duration = Duration::from_secs(600);
 /// Default per-call timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -133,11 +135,19 @@ impl RequestOptions {
         self.header(format!("x-version-{service}"), major_minor)
     }
 
-    /// Scopes game-day faults to this request: `x-fleet-fault: <scope>`,
-    /// honoured only with the right `token`.
-    #[must_use]
-    pub fn fault_scope(self, scope: &str, token: &str) -> Self {
-        self.header(FAULT, scope).header(GAMEDAY_TOKEN, token)
+    /// Scopes game-day faults to this request: `x-fleet-fault` signed with
+    /// the game-day `key`, valid for [`FAULT_TTL`].
+    ///
+    /// # Errors
+    /// [`fault_signature::SignatureError::Scope`] for a scope the edge
+    /// would refuse.
+    pub fn fault_scope(
+        self,
+        scope: &str,
+        key: &fault_signature::GamedayKey,
+    ) -> Result<Self, fault_signature::SignatureError> {
+        let value = key.sign(scope, FAULT_TTL, std::time::SystemTime::now())?;
+        Ok(self.header(FAULT, value))
     }
 }
 

@@ -222,6 +222,13 @@ impl RequestContext {
         self.cohort_key.as_deref()
     }
 
+    /// The game-day fault scope (`x-fleet-fault`) this request carries, if
+    /// any: the edge passes it on only from game-day clients.
+    pub fn fault_scope(&self) -> Option<&str> {
+        self.propagated(headers::FAULT_PREFIX)
+            .and_then(|v| v.to_str().ok())
+    }
+
     /// The value of a propagated header, if this request carries it.
     pub fn propagated(&self, name: &str) -> Option<&HeaderValue> {
         self.propagated
@@ -330,6 +337,7 @@ mod tests {
         cx.write_headers(&mut out, Some("edge"));
         assert_eq!(out.get("x-version-catalog").unwrap(), "1.3");
         assert_eq!(out.get("x-fleet-fault").unwrap(), "delay");
+        assert_eq!(cx.fault_scope(), Some("delay"));
         assert_eq!(out.get(headers::CALLER).unwrap(), "edge");
         assert!(out.get("authorization").is_none());
     }

@@ -6,6 +6,14 @@
 //! handed to the layers that record into them; `/metrics` encodes the
 //! registry. Names follow `fleet_<name>_<unit>` with `_total` for counters;
 //! labels stay low-cardinality (operations and codes, never user ids).
+//!
+//! Latency histograms carry **exemplars**: each bucket remembers the trace
+//! id of the last request that fell into it (taken from the current span's
+//! trace context), so a dashboard can jump from a slow bucket to that
+//! request's trace in Jaeger. Exemplars exist only in OpenMetrics: `/metrics`
+//! serves [`Metrics::encode_openmetrics`] to a scraper that asks for it
+//! (Prometheus does) and the 0.0.4 text format, without exemplars, to
+//! everyone else ([`Metrics::encode`]).
 
 #![forbid(unsafe_code)]
 
@@ -14,9 +22,9 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
 pub use prometheus_client;
@@ -26,18 +34,35 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 17)
 }
 
+/// The exemplar a latency observation carries: the id of its trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    /// 32 hex digits, as Jaeger and the W3C `traceparent` write it.
+    pub trace_id: String,
+}
+
+impl TraceExemplar {
+    /// The current span's trace, if it has a valid trace context.
+    pub fn current() -> Option<Self> {
+        fleet_telemetry::current_trace_id().map(|trace_id| Self { trace_id })
+    }
+}
+
+/// A latency histogram whose buckets keep a [`TraceExemplar`].
+pub type LatencyHistogramMetric = HistogramWithExemplars<TraceExemplar>;
+
 /// Builds histograms with [`latency_buckets`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LatencyHistogram;
 
-impl MetricConstructor<Histogram> for LatencyHistogram {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(latency_buckets())
+impl MetricConstructor<LatencyHistogramMetric> for LatencyHistogram {
+    fn new_metric(&self) -> LatencyHistogramMetric {
+        HistogramWithExemplars::new(latency_buckets())
     }
 }
 
 /// A family of latency histograms with the standard buckets.
-pub type LatencyFamily<L> = Family<L, Histogram, LatencyHistogram>;
+pub type LatencyFamily<L> = Family<L, LatencyHistogramMetric, LatencyHistogram>;
 
 fn latency_family<L: Clone + std::hash::Hash + Eq>() -> LatencyFamily<L> {
     Family::new_with_constructor(LatencyHistogram)
@@ -121,11 +146,18 @@ impl Metrics {
     /// format `/metrics` declares in its `Content-Type` (see
     /// [`openmetrics_to_prometheus_text`]).
     pub fn encode(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// The registry in OpenMetrics 1.0 text, with the latency histograms'
+    /// exemplars: what `/metrics` answers a scraper that accepts
+    /// `application/openmetrics-text` ([`OPENMETRICS_CONTENT_TYPE`]).
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        openmetrics_to_prometheus_text(&out)
+        out
     }
 
     /// Creates and registers the gRPC server families.
@@ -337,7 +369,7 @@ impl RpcMetrics {
                 target: labels.target,
                 operation: labels.operation,
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed.as_secs_f64(), TraceExemplar::current(), None);
     }
 
     /// Sets a dependency operation's circuit state (client side only).
@@ -489,6 +521,20 @@ impl HttpMetrics {
     /// (or [`OTHER`] for a request that matched none); the method is
     /// reduced to [`http_method_label`], so no client can add a series.
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.record_with_exemplar(route, method, status, elapsed, TraceExemplar::current());
+    }
+
+    /// [`HttpMetrics::record`] with the request's trace given, for a layer
+    /// that runs outside the request's span (the edge's outermost metrics
+    /// layer reads it from the response's extensions).
+    pub fn record_with_exemplar(
+        &self,
+        route: &str,
+        method: &str,
+        status: u16,
+        elapsed: Duration,
+        exemplar: Option<TraceExemplar>,
+    ) {
         let labels = HttpLabels {
             route: route.to_owned(),
             method: http_method_label(method).to_owned(),
@@ -503,13 +549,34 @@ impl HttpMetrics {
                 route: labels.route,
                 method: labels.method,
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed.as_secs_f64(), exemplar, None);
     }
 
     /// Counts one shed request.
     pub fn shed(&self) {
         self.shed.inc();
     }
+}
+
+/// `Content-Type` of the OpenMetrics 1.0 text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the Prometheus text format 0.0.4.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// True when an `Accept` header value takes OpenMetrics text (with a
+/// non-zero quality), as Prometheus' scrape requests do.
+pub fn accepts_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        media.eq_ignore_ascii_case("application/openmetrics-text")
+            && parts.all(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_none_or(|q| q > 0.0)
+            })
+    })
 }
 
 /// Rewrites `prometheus_client`'s OpenMetrics 1.0 output as the Prometheus
@@ -523,7 +590,8 @@ impl HttpMetrics {
 /// was, every counter looked like an untyped series without help text.
 /// Also: OpenMetrics' `unknown` type is 0.0.4's `untyped`; `# UNIT` and the
 /// closing `# EOF` have no 0.0.4 equivalent and are dropped, as are counter
-/// `_created` samples. Sample lines are never changed.
+/// `_created` samples and the exemplars after a sample (` # {…} v`); sample
+/// lines are otherwise never changed.
 pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()
@@ -562,7 +630,7 @@ pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
                 {
                     continue;
                 }
-                out.push_str(line);
+                out.push_str(without_exemplar(line));
             }
         }
         out.push('\n');
@@ -570,9 +638,94 @@ pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// A sample line without the exemplar OpenMetrics may append to it
+/// (`name{labels} value # {exemplar labels} value`): everything from the
+/// first ` # ` after the sample's own label set, whose quoted values may
+/// hold any character.
+fn without_exemplar(line: &str) -> &str {
+    let mut labels_end = 0;
+    if let Some(open) = line.find('{') {
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, c) in line[open..].char_indices() {
+            match (quoted, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (_, false, '"') => quoted = !quoted,
+                (false, _, '}') => {
+                    labels_end = open + i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    match line[labels_end..].find(" # ") {
+        Some(at) => &line[..labels_end + at],
+        None => line,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemplars_are_kept_in_openmetrics_and_dropped_from_the_text_format() {
+        let line = r#"fleet_x_bucket{le="0.5",route="/a } # {b}"} 3 # {trace_id="0af7651916cd43dd8448eb211c80319c"} 0.3"#;
+        assert_eq!(
+            without_exemplar(line),
+            r#"fleet_x_bucket{le="0.5",route="/a } # {b}"} 3"#
+        );
+        assert_eq!(without_exemplar("fleet_up 1"), "fleet_up 1");
+        assert_eq!(
+            without_exemplar(r#"fleet_x_count{a="\"}"} 2"#),
+            r#"fleet_x_count{a="\"}"} 2"#
+        );
+
+        let m = Metrics::new("edge", "1.0.0");
+        let http = m.http_server();
+        // No span with a trace context: no exemplar.
+        http.record("/api/v1/titles/{id}", "GET", 200, Duration::from_millis(3));
+        assert!(!m.encode_openmetrics().contains("trace_id"));
+        // An exemplar written by hand in the OpenMetrics encoding survives
+        // there and never reaches the 0.0.4 text.
+        m.register("exemplar_probe_seconds", "test", {
+            let h = LatencyHistogram.new_metric();
+            h.observe(
+                0.001,
+                Some(TraceExemplar {
+                    trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                }),
+                None,
+            );
+            h
+        });
+        let om = m.encode_openmetrics();
+        assert!(
+            om.contains(r#"# {trace_id="0af7651916cd43dd8448eb211c80319c"} 0.001"#),
+            "{om}"
+        );
+        let text = m.encode();
+        assert!(!text.contains("trace_id"), "{text}");
+        assert!(
+            text.contains("fleet_exemplar_probe_seconds_bucket{le=\"0.001\",service=\"edge\",version=\"1.0.0\"} 1\n")
+                || text.contains("fleet_exemplar_probe_seconds_count"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_is_served_only_to_who_accepts_it() {
+        // Prometheus 2.42's scrape Accept header.
+        assert!(accepts_openmetrics(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(accepts_openmetrics("Application/OpenMetrics-Text"));
+        assert!(!accepts_openmetrics("text/plain"));
+        assert!(!accepts_openmetrics("*/*"));
+        assert!(!accepts_openmetrics("application/openmetrics-text;q=0"));
+        assert!(!accepts_openmetrics(""));
+    }
 
     #[test]
     fn counters_are_named_by_their_samples_as_the_declared_text_format_wants() {

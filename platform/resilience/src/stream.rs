@@ -72,21 +72,25 @@ pub fn tick_events(identity: &StreamIdentity, snapshots: Vec<Value>) -> Vec<Even
     out
 }
 
-/// The SSE response: `snapshots` is called every `interval`.
-pub fn sse<F>(
+/// The SSE response: `snapshots` is called every `interval`. `guard`
+/// lives as long as the stream (a subscriber slot, released when the
+/// client goes away).
+pub fn sse<F, G>(
     identity: StreamIdentity,
     interval: Duration,
     snapshots: F,
+    guard: G,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Vec<Value> + Send + Sync + 'static,
+    G: Send + 'static,
 {
     let ticks = futures::stream::unfold(
-        (tokio::time::interval(interval), identity, snapshots),
-        |(mut interval, identity, snapshots)| async move {
+        (tokio::time::interval(interval), identity, snapshots, guard),
+        |(mut interval, identity, snapshots, guard)| async move {
             interval.tick().await;
             let events = tick_events(&identity, snapshots());
-            Some((events, (interval, identity, snapshots)))
+            Some((events, (interval, identity, snapshots, guard)))
         },
     );
     let events = futures::StreamExt::flat_map(ticks, |events| {

@@ -41,6 +41,7 @@ impl Catalog for Target {
     }
 }
 const TOKEN: &str = "test-admin-token-0123456789";
+const VIEWER: &str = "test-viewer-token-0123456789";
 
 struct Server {
     grpc: SocketAddr,
@@ -59,6 +60,7 @@ async fn server() -> Server {
         ("READINESS_INTERVAL", "50ms"),
         ("SHUTDOWN_GRACE", "1s"),
         ("ADMIN_TOKEN", TOKEN),
+        ("VIEWER_TOKEN", VIEWER),
     ]);
     let config = ServerConfig::from_env(
         &env,
@@ -316,10 +318,83 @@ async fn fault_admin_needs_the_token_and_rejects_bad_specs() {
 }
 
 #[tokio::test]
+async fn the_streams_open_only_with_a_token_and_cap_their_subscribers() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    for path in ["/admin/stream", "/hystrix.stream"] {
+        let url = format!("http://{}{path}", s.admin);
+        // No token, a wrong one, a token in the wrong place: 401, JSON.
+        for req in [
+            http.get(&url),
+            http.get(&url).bearer_auth("not-the-token-0123456789"),
+            http.get(format!("{url}?access_token=not-the-token-0123456789")),
+            http.get(&url).header("authorization", TOKEN),
+        ] {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+        }
+        // The admin token or the read-only viewer token, as a bearer
+        // token or (for the stock Hystrix dashboard) `?access_token=`.
+        for req in [
+            http.get(&url).bearer_auth(TOKEN),
+            http.get(&url).bearer_auth(VIEWER),
+            http.get(format!("{url}?access_token={VIEWER}")),
+        ] {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/event-stream")
+            );
+        }
+        // The viewer token changes nothing.
+        let r = http
+            .post(format!("http://{}/admin/faults", s.admin))
+            .bearer_auth(VIEWER)
+            .header("content-type", "application/json")
+            .body(r#"{"action":{"type":"delay","ms":1}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        // At most 16 subscribers at once; a slot comes free when one leaves.
+        let mut open = Vec::new();
+        for _ in 0..fleet_server::hystrix::MAX_CONNECTIONS {
+            let r = http.get(&url).bearer_auth(VIEWER).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            open.push(r);
+        }
+        let r = http.get(&url).bearer_auth(VIEWER).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_streams");
+        drop(open.pop());
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = http.get(&url).bearer_auth(VIEWER).send().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "{path}: the slot never came free"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn admin_stream_sends_one_second_snapshots() {
     let s = server().await;
     let resp = reqwest::Client::new()
         .get(format!("http://{}/admin/stream", s.admin))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -121,14 +121,32 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     (status, Json(ReadyBody { state, rounds }))
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        s.metrics.encode(),
-    )
+/// `/metrics`: OpenMetrics (with the latency histograms' trace exemplars)
+/// to a scraper that accepts it, as Prometheus does; the text format 0.0.4
+/// to anyone else.
+async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(fleet_metrics::accepts_openmetrics);
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(fleet_metrics::OPENMETRICS_CONTENT_TYPE),
+            )],
+            s.metrics.encode_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(fleet_metrics::PROMETHEUS_TEXT_CONTENT_TYPE),
+            )],
+            s.metrics.encode(),
+        )
+    }
 }
 
 async fn info(State(s): State<AdminState>) -> impl IntoResponse {
@@ -176,6 +194,56 @@ pub fn require_token(router: Router, token: Option<String>) -> Router {
                         "unauthorized",
                         "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)",
                     ),
+                }
+            }
+        },
+    ))
+}
+
+/// Wraps the live-stream routes: a request needs `Authorization: Bearer
+/// <token>` — or, for readers that cannot set headers (the stock Hystrix
+/// dashboard, Turbine), `?access_token=<token>` (RFC 6750 §2.3) — where the
+/// token is the admin token or the read-only viewer token. Without either
+/// configured the streams are closed (403).
+pub fn require_viewer(router: Router, admin: Option<String>, viewer: Option<String>) -> Router {
+    let tokens: Arc<Vec<String>> = Arc::new(admin.into_iter().chain(viewer).collect());
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let tokens = tokens.clone();
+            async move {
+                if tokens.is_empty() {
+                    return error_response(
+                        StatusCode::FORBIDDEN,
+                        "streams_disabled",
+                        "the streams are closed: set ADMIN_TOKEN or VIEWER_TOKEN on this instance",
+                    );
+                }
+                let header = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_owned);
+                let query = req.uri().query().and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "access_token")
+                        .map(|(_, v)| v.into_owned())
+                });
+                let given = header.or(query);
+                // Every token is compared, so timing tells nothing of which.
+                let ok = given.is_some_and(|g| {
+                    tokens
+                        .iter()
+                        .fold(false, |ok, t| constant_time_eq(g.as_bytes(), t.as_bytes()) | ok)
+                });
+                if ok {
+                    next.run(req).await
+                } else {
+                    error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong token (Authorization: Bearer <ADMIN_TOKEN or VIEWER_TOKEN>, or ?access_token=)",
+                    )
                 }
             }
         },

@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// Token the admin port requires for changes (faults, routes);
     /// `ADMIN_TOKEN`. Unset: changes are refused.
     pub admin_token: Option<String>,
+    /// A read-only token for the live streams (`/admin/stream`,
+    /// `/hystrix.stream`), which also take the admin token; `VIEWER_TOKEN`,
+    /// at least 16 characters. Unset: only the admin token opens them.
+    pub viewer_token: Option<String>,
     /// How often readiness checks run; `READINESS_INTERVAL`, default 1 s.
     pub readiness_interval: Duration,
     /// Consul registration and discovery, route tables (`CONSUL_HTTP_ADDR`,
@@ -283,8 +287,19 @@ impl ServerConfig {
                 "must be at least 16 characters",
             ));
         }
+        let viewer_token = env.get("VIEWER_TOKEN").map(str::to_owned);
+        if let Some(t) = &viewer_token
+            && t.len() < 16
+        {
+            return Err(ConfigError::invalid(
+                "VIEWER_TOKEN",
+                "<redacted>",
+                "must be at least 16 characters",
+            ));
+        }
         let concurrency = concurrency(env)?;
         Ok(Self {
+            viewer_token,
             concurrency,
             http: HttpLimits::from_env(env)?,
             grpc: GrpcLimits::from_env(env)?,

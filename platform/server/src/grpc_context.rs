@@ -126,7 +126,17 @@ where
             // routed to, on its trace (Jaeger shows it as a tag).
             served_by = shared.served_by.to_str().unwrap_or(""),
             trace_id = tracing::field::Empty,
+            // The request's baggage, on every hop's span: the sticky-cohort
+            // key and the game-day fault scope (absent when not carried).
+            cohort = tracing::field::Empty,
+            fault_scope = tracing::field::Empty,
         );
+        if let Some(key) = cx.cohort_key() {
+            span.record("cohort", key);
+        }
+        if let Some(scope) = cx.fault_scope() {
+            span.record("fault_scope", scope);
+        }
         fleet_telemetry::set_parent_from(&span, req.headers());
         if let Some(id) = span.in_scope(fleet_telemetry::current_trace_id) {
             span.record("trace_id", id.as_str());

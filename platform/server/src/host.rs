@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -412,25 +413,47 @@ impl Parts {
             instance_id: id.instance_id.clone(),
         };
         let snapshots = self.metrics.clone();
+        let subscribers = crate::hystrix::Subscribers::new(crate::hystrix::MAX_CONNECTIONS);
         let stream_route = Router::new().route(
             "/admin/stream",
             axum::routing::get(move || {
                 let snapshots = snapshots.clone();
                 let identity = identity.clone();
+                let slot = subscribers.try_acquire();
                 async move {
-                    stream::sse(identity, Duration::from_secs(1), move || {
-                        snapshots.snapshots()
-                    })
+                    let Some(slot) = slot else {
+                        return admin::error_response(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_streams",
+                            format!(
+                                "at most {} /admin/stream subscribers at once",
+                                crate::hystrix::MAX_CONNECTIONS
+                            ),
+                        );
+                    };
+                    stream::sse(
+                        identity,
+                        Duration::from_secs(1),
+                        move || snapshots.snapshots(),
+                        slot,
+                    )
+                    .into_response()
                 }
             }),
+        );
+        // The streams show every dependency's state: the admin token or the
+        // read-only viewer token opens them, nobody else.
+        let streams = admin::require_viewer(
+            stream_route.merge(crate::hystrix::router(self.metrics.clone())),
+            self.config.admin_token.clone(),
+            self.config.viewer_token.clone(),
         );
         let faults = admin::require_token(
             fault::admin_router(self.faults.clone()),
             self.config.admin_token.clone(),
         );
         let admin_router = admin::router(state)
-            .merge(stream_route)
-            .merge(crate::hystrix::router(self.metrics.clone()))
+            .merge(streams)
             .merge(faults)
             .merge(self.admin_routes);
         let admin_stop = stop_admin.clone();

@@ -52,7 +52,7 @@ const ROLLING_MAX_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 struct StreamState {
     metrics: Metrics,
-    connections: Arc<AtomicUsize>,
+    subscribers: Subscribers,
 }
 
 /// The `/hystrix.stream` route over this process's metrics.
@@ -61,8 +61,32 @@ pub fn router(metrics: Metrics) -> Router {
         .route("/hystrix.stream", get(stream))
         .with_state(StreamState {
             metrics,
-            connections: Arc::new(AtomicUsize::new(0)),
+            subscribers: Subscribers::new(MAX_CONNECTIONS),
         })
+}
+
+/// A cap on the subscribers of one stream route.
+#[derive(Clone, Debug)]
+pub struct Subscribers {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Subscribers {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A slot, held for as long as the stream runs; `None` when all are
+    /// taken.
+    pub fn try_acquire(&self) -> Option<Slot> {
+        let slot = Slot(self.open.clone());
+        (self.open.fetch_add(1, Ordering::AcqRel) < self.max).then_some(slot)
+    }
 }
 
 /// Parses `?delay=`: whole milliseconds within the accepted range.
@@ -81,8 +105,9 @@ pub fn parse_delay(raw: Option<&str>) -> Result<Duration, String> {
     }
 }
 
-/// Releases a connection slot when the stream ends (client gone).
-struct Slot(Arc<AtomicUsize>);
+/// Releases a subscriber slot when the stream ends (client gone).
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -98,15 +123,13 @@ async fn stream(
         Ok(d) => d,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "invalid_delay", message),
     };
-    let open = state.connections.fetch_add(1, Ordering::AcqRel) + 1;
-    let slot = Slot(state.connections.clone());
-    if open > MAX_CONNECTIONS {
+    let Some(slot) = state.subscribers.try_acquire() else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_streams",
             format!("at most {MAX_CONNECTIONS} /hystrix.stream connections at once"),
         );
-    }
+    };
     let mut interval = tokio::time::interval(delay);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let metrics = state.metrics;

@@ -68,7 +68,8 @@ pub struct Hub {
 pub struct CollectorConfig {
     /// `?delay=` asked of every `/hystrix.stream`.
     pub stream_delay: Duration,
-    /// Bearer token for `GET /admin/faults` (`fleet up` writes one).
+    /// Bearer token for `/hystrix.stream` and `GET /admin/faults` (`fleet
+    /// up` writes one; a viewer token opens the streams only).
     pub admin_token: Option<String>,
 }
 
@@ -118,6 +119,7 @@ impl Hub {
                 self.clone(),
                 key.clone(),
                 http.clone(),
+                config.admin_token.clone(),
                 config.stream_delay,
                 token.clone(),
             ));
@@ -136,13 +138,18 @@ async fn read_stream(
     hub: Hub,
     key: String,
     http: reqwest::Client,
+    token: Option<String>,
     delay: Duration,
     stop: CancellationToken,
 ) {
     let url = format!("http://{key}/hystrix.stream?delay={}", delay.as_millis());
     loop {
         let run = async {
-            let mut resp = match http.get(&url).send().await {
+            let mut req = http.get(&url);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let mut resp = match req.send().await {
                 Ok(r) if r.status().is_success() => r,
                 Ok(r) => {
                     tracing::debug!(%url, status = %r.status(), "stream refused");

@@ -38,11 +38,15 @@ impl Running {
     }
 }
 
+/// The admin token of every instance here; it opens their streams.
+const TOKEN: &str = "live-test-admin-token-0123456789";
+
 async fn start_dal() -> Running {
     let data = tempfile::tempdir().unwrap();
     let env = Env::from_pairs([
         ("GRPC_ADDR", "127.0.0.1:0"),
         ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_TOKEN", TOKEN),
         ("DATA_DIR", data.path().to_str().unwrap()),
         ("SEED", "true"),
         ("SEED_TITLES", "50"),
@@ -68,6 +72,7 @@ async fn start_catalog(dal: SocketAddr) -> Running {
     let env = Env::from_pairs([
         ("GRPC_ADDR", "127.0.0.1:0"),
         ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_TOKEN", TOKEN),
         ("SERVICE_VERSION", "1.3.0"),
         ("DAL_ADDRS", &dal.to_string()),
         ("READINESS_INTERVAL", "50ms"),
@@ -263,7 +268,12 @@ fn check_object(v: &Value) -> Result<&'static str, String> {
 /// Reads `url` until `enough` holds, checking every line as it comes:
 /// `data: <json object>`, `ping: …`, or the blank line ending an event.
 async fn read_stream(url: &str, enough: impl Fn(&Seen) -> bool) -> Seen {
-    let mut resp = reqwest::get(url).await.unwrap();
+    let mut resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
@@ -351,12 +361,15 @@ async fn every_hystrix_stream_event_is_what_the_hystrix_dashboard_accepts() {
     assert!(quiet.commands.is_empty() && quiet.pools.is_empty());
 
     // A bad delay is a clear JSON error, not a stream.
-    let resp = reqwest::get(format!(
-        "http://{}/hystrix.stream?delay=fast",
-        catalog.admin
-    ))
-    .await
-    .unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "http://{}/hystrix.stream?delay=fast",
+            catalog.admin
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_delay");
@@ -386,6 +399,7 @@ async fn the_dashboard_aggregates_instances_like_turbine() {
         fleet_dashboard::Source::Registry(registry),
     );
     config.stream_delay = Duration::from_millis(100);
+    config.admin_token = Some(TOKEN.to_owned());
     let dashboard = fleet_dashboard::Dashboard::bind(config).await.unwrap();
     let addr = dashboard.local_addr();
     let stop = CancellationToken::new();

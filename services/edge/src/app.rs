@@ -80,7 +80,7 @@ impl App {
             admission_metrics: host.metrics().admission(),
             limiter: AdaptiveLimiter::new(host.config().concurrency.clone()),
             faults: host.faults().clone(),
-            gameday_token: host.config().admin_token.clone(),
+            gameday_key: config.gameday_key.clone(),
             max_body: config.max_body,
             limits: config.limits,
             max_concurrency: config.max_concurrency,

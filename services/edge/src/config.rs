@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use fleet_config::{ConfigError, Env};
+use fleet_edge_client::fault_signature::GamedayKey;
 use fleet_rpc::{DependencyConfig, Instance};
 use fleet_server::{HttpLimits, ServerConfig};
 
@@ -128,10 +129,16 @@ impl RequestLimits {
 pub struct Config {
     /// Listeners, identity, drain timing: `HTTP_ADDR` (default
     /// `0.0.0.0:8080`), `ADMIN_ADDR` (default `0.0.0.0:9080`),
-    /// `SERVICE_VERSION` (1.0.x), `ADMIN_TOKEN` (also what a game-day client
-    /// must show to scope faults with `x-fleet-fault`), and the rest of
+    /// `SERVICE_VERSION` (1.0.x), `ADMIN_TOKEN` (the admin API's; it never
+    /// travels through the edge's public port), and the rest of
     /// [`ServerConfig`].
     pub server: ServerConfig,
+    /// The game-day key (`GAMEDAY_KEY`, at least 16 bytes): a request's
+    /// `x-fleet-fault` header must be signed with it (HMAC-SHA256, see
+    /// [`fleet_edge_client::fault_signature`]) to scope faults and pin
+    /// internal versions. Unset: no request is a game-day request, and a
+    /// request carrying `x-fleet-fault` is refused with 401.
+    pub gameday_key: Option<GamedayKey>,
     /// How to call the catalog: `CATALOG_CONNECT_TIMEOUT`,
     /// `CATALOG_REQUEST_TIMEOUT`, `CATALOG_HOP_MARGIN`, `CATALOG_BULKHEAD`,
     /// `CATALOG_BREAKER_*`, `CATALOG_RETRIES`, `CATALOG_PIN`, ….
@@ -226,7 +233,14 @@ impl Config {
             user: budget("EDGE_BUDGET_USER", d.user)?,
         };
         let limits = RequestLimits::from_env(env, &server.http)?;
+        let gameday_key = env
+            .get("GAMEDAY_KEY")
+            .map(|k| {
+                GamedayKey::new(k).map_err(|e| ConfigError::invalid("GAMEDAY_KEY", "<redacted>", e))
+            })
+            .transpose()?;
         Ok(Self {
+            gameday_key,
             limits,
             server,
             catalog,
@@ -274,6 +288,19 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn the_game_day_key_is_optional_and_never_weak_or_echoed() {
+        assert!(Config::from_env(&env(&[])).unwrap().gameday_key.is_none());
+        let c = Config::from_env(&env(&[("GAMEDAY_KEY", "a-key-of-sixteen-or-more")])).unwrap();
+        assert!(c.gameday_key.is_some());
+        let e = Config::from_env(&env(&[("GAMEDAY_KEY", "short-secret")])).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("GAMEDAY_KEY") && !text.contains("short-secret"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -35,6 +35,12 @@ impl ApiError {
         }
     }
 
+    /// 401: an `x-fleet-fault` header that does not verify with the
+    /// game-day key (malformed, expired, another key, or no key here).
+    pub fn invalid_fault_header(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_fault_header", message)
+    }
+
     /// 400: a malformed path, query or body.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)

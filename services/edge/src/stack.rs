@@ -43,6 +43,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, put};
+use fleet_edge_client::fault_signature::GamedayKey;
 use fleet_metrics::{AdmissionMetrics, HttpMetrics};
 use fleet_resilience::adaptive::AdaptiveLimiter;
 use fleet_resilience::fault::FaultTable;
@@ -52,8 +53,6 @@ use crate::config::{Budgets, RequestLimits};
 use crate::error::ApiError;
 use crate::state::EdgeState;
 use crate::{home, openapi, titles, users};
-
-pub use context::GAMEDAY_TOKEN;
 
 /// What the stack needs besides the handlers' state.
 #[derive(Clone, Debug)]
@@ -68,9 +67,9 @@ pub struct StackConfig {
     pub limiter: AdaptiveLimiter,
     /// This instance's fault rules (`/admin/faults` on the admin port).
     pub faults: FaultTable,
-    /// What `x-fleet-gameday-token` must equal (the admin token); unset: no
-    /// client may scope faults or pin internal services.
-    pub gameday_token: Option<String>,
+    /// The key `x-fleet-fault` must be signed with; unset: no client may
+    /// scope faults or pin internal services.
+    pub gameday_key: Option<GamedayKey>,
     /// Largest body.
     pub max_body: usize,
     /// URL, header and JSON depth limits.
@@ -100,7 +99,7 @@ pub fn router(state: EdgeState, cfg: StackConfig) -> Router {
     });
     let context = Arc::new(context::ContextState {
         budgets: cfg.budgets,
-        gameday_token: cfg.gameday_token,
+        gameday_key: cfg.gameday_key,
         max_body: cfg.max_body,
         max_json_depth: cfg.limits.max_json_depth,
     });

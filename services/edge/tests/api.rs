@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fleet_edge_client::{EdgeError, RequestOptions};
 use serde_json::json;
-use support::{System, TOKEN, add_fault, metrics};
+use support::{System, add_fault, metrics, served_calls};
 
 fn opts() -> RequestOptions {
     RequestOptions::default()
@@ -564,15 +564,48 @@ async fn only_game_day_clients_can_scope_faults_through_the_edge() {
         .await;
     }
     let c = sys.client();
-    // Without the token the header is dropped at the edge: no fault.
+    let refused = |e: EdgeError| match e {
+        EdgeError::Api {
+            status: 401,
+            code,
+            message,
+            request_id,
+            ..
+        } if code == "invalid_fault_header" && !request_id.is_empty() => message,
+        other => panic!("expected 401 invalid_fault_header, got {other:?}"),
+    };
+    let before =
+        served_calls(sys.catalog_v12.admin).await + served_calls(sys.catalog_v13.admin).await;
+    // The bare scope (no signature), a header signed with another key, and
+    // a signed header replayed after its expiry: 401, nothing called.
     let plain = opts().header("x-fleet-fault", "gd-7");
-    assert!(c.get_title("t00001", &plain).await.is_ok());
-    let wrong = opts().fault_scope("gd-7", "not-the-token-at-all");
-    assert!(c.get_title("t00001", &wrong).await.is_ok());
-    // With it, the catalog sees the scope and the fault fires.
-    let gameday = opts().fault_scope("gd-7", TOKEN);
+    let msg = refused(c.get_title("t00001", &plain).await.unwrap_err());
+    assert!(msg.contains("malformed"), "{msg}");
+    let other_key =
+        fleet_edge_client::fault_signature::GamedayKey::new("some-other-key-0123456789").unwrap();
+    let wrong = opts().fault_scope("gd-7", &other_key).unwrap();
+    let msg = refused(c.get_title("t00001", &wrong).await.unwrap_err());
+    assert!(msg.contains("does not match"), "{msg}");
+    let expired = support::gameday_key()
+        .sign(
+            "gd-7",
+            Duration::from_secs(60),
+            std::time::SystemTime::now() - Duration::from_secs(120),
+        )
+        .unwrap();
+    let replay = opts().header("x-fleet-fault", expired);
+    let msg = refused(c.get_title("t00001", &replay).await.unwrap_err());
+    assert!(msg.contains("expired"), "{msg}");
+    let after =
+        served_calls(sys.catalog_v12.admin).await + served_calls(sys.catalog_v13.admin).await;
+    assert_eq!(before, after, "a refused fault header reached the catalog");
+    // Signed with the game-day key: the catalog sees the scope and the
+    // fault fires.
+    let gameday = opts().fault_scope("gd-7", &support::gameday_key()).unwrap();
     let e = c.get_title("t00001", &gameday).await.unwrap_err();
     assert_eq!(e.status(), Some(503), "{e:?}");
+    // Requests without the header are untouched.
+    assert!(c.get_title("t00001", &opts()).await.is_ok());
     sys.stop().await;
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fleet_edge_client::{EdgeError, RequestOptions};
 use serde_json::json;
-use support::{System, TOKEN, add_fault, metrics, readyz_rounds, series_count, served_calls};
+use support::{System, add_fault, metrics, readyz_rounds, series_count, served_calls};
 
 /// Sum of a metric family's samples whose line contains every `filter`.
 fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
@@ -120,7 +120,7 @@ async fn internal_pins_count_only_with_the_game_day_credential() {
     let r = http
         .get(&url)
         .header("x-version-dal", "1.9")
-        .header(support::GAMEDAY_HEADER, TOKEN)
+        .header("x-fleet-fault", support::signed_fault("pins"))
         .send()
         .await
         .unwrap();

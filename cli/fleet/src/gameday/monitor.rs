@@ -11,7 +11,7 @@
 //! With `--experiment-cohort P%`, two streams run side by side at the same
 //! rate over two disjoint, equally sized slices of the users (P % of them
 //! each): the **experiment** cohort carries the run's fault scope
-//! (`x-fleet-fault`, with the game-day token the edge requires), so only
+//! (`x-fleet-fault`, signed with the edge's game-day key), so only
 //! it meets the fault rules, which the runner scopes to that header; the
 //! **control** cohort carries nothing. A second deviates when the
 //! experiment's error share exceeds the control's by more than
@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fleet_edge_client::fault_signature::{GamedayKey, MAX_TTL};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -90,8 +91,8 @@ pub struct Cohort {
     pub percent: f64,
     /// The fault scope (`x-fleet-fault` value) of the experiment cohort.
     pub scope: String,
-    /// The game-day token (the admin token) that lets it through the edge.
-    pub token: String,
+    /// The game-day key that signs the scope so the edge lets it through.
+    pub key: GamedayKey,
 }
 
 #[derive(Default)]
@@ -168,8 +169,14 @@ pub fn start(
         None => streams.push(("all", m.headers.clone(), 0)),
         Some(c) => {
             let mut exp = m.headers.clone();
-            exp.push((fleet_edge_client::FAULT.to_owned(), c.scope.clone()));
-            exp.push((fleet_edge_client::GAMEDAY_TOKEN.to_owned(), c.token.clone()));
+            // Signed once, valid for the longest lifetime the edge takes
+            // (an hour): a longer experiment's cohort would be refused
+            // (401) from then on, which the monitor reports as errors.
+            let signed = c
+                .key
+                .sign(&c.scope, MAX_TTL, std::time::SystemTime::now())
+                .map_err(|e| MonitorError::Setup(e.to_string()))?;
+            exp.push((fleet_edge_client::FAULT.to_owned(), signed));
             streams.push(("experiment", exp, 0));
             streams.push(("control", m.headers.clone(), slice));
         }

@@ -345,8 +345,8 @@ pub async fn run(args: &RunArgs, env: &BTreeMap<String, String>) -> Result<Outco
                     .get(..8)
                     .unwrap_or("x")
             ),
-            token: target
-                .admin_token()
+            key: target
+                .gameday_key()
                 .map_err(|e| RunError::Setup(e.to_string()))?,
         }),
         None => None,

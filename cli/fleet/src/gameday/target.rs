@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fleet_edge_client::fault_signature::GamedayKey;
 use serde::Deserialize;
 
 use crate::gameday::command::{Pick, ServiceArg, TargetArgs, TargetKind};
@@ -178,6 +179,28 @@ impl Target {
                 path,
                 message: e.to_string(),
             })
+    }
+
+    /// The game-day key: `--gameday-key`, else `run/gameday-key`.
+    ///
+    /// # Errors
+    /// [`TargetError::RunFiles`] when it cannot be read or is too short.
+    pub fn gameday_key(&self) -> Result<GamedayKey, TargetError> {
+        let (secret, path) = match &self.args.gameday_key {
+            Some(k) => (k.clone(), PathBuf::from("--gameday-key")),
+            None => {
+                let path = self.run_dir().join("gameday-key");
+                let text = std::fs::read_to_string(&path).map_err(|e| TargetError::RunFiles {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                (text.trim().to_owned(), path)
+            }
+        };
+        GamedayKey::new(&secret).map_err(|e| TargetError::RunFiles {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// Toxiproxy's API base URL: `--toxiproxy`, else the one

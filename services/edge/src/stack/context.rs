@@ -9,30 +9,32 @@
 //! * public version pins (`x-version-catalog`, `x-version-ratings`) from
 //!   anyone — the pin layer below refuses versions nobody knows;
 //! * pins of internal services (`x-version-dal`, …) and the fault scope
-//!   (`x-fleet-fault`) only from game-day clients that show the token;
-//!   from anyone else they are dropped.
+//!   only from game-day clients: a request whose `x-fleet-fault` is signed
+//!   with the game-day key ([`fleet_edge_client::fault_signature`]); the
+//!   verified bare scope goes downstream. Internal pins from anyone else
+//!   are dropped; an `x-fleet-fault` that does not verify (malformed,
+//!   expired — a replay —, another key, or no key configured) is refused
+//!   with 401 `invalid_fault_header` before anything is called.
 //!
 //! When the budget runs out the answer is 504 and everything below is
 //! dropped (downstream calls cancelled). The answer carries `x-request-id`
 //! and `x-fleet-served-by`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fleet_context::{RequestContext, headers};
+use fleet_edge_client::fault_signature::GamedayKey;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::config::Budgets;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
-
-/// Header a game-day client sends (with the admin token) so that its
-/// `x-fleet-fault` and internal pin headers are honoured.
-pub use fleet_edge_client::GAMEDAY_TOKEN;
 
 /// The services whose version a public client may pin (the edge's own
 /// dependencies); every other `x-version-*` header is internal.
@@ -46,9 +48,9 @@ const MAX_PROPAGATED_LEN: usize = 64;
 pub struct ContextState {
     /// Per-route budgets.
     pub budgets: Budgets,
-    /// What `x-fleet-gameday-token` must equal (the admin token); unset: no
+    /// The key a game-day client signs `x-fleet-fault` with; unset: no
     /// client is a game-day client.
-    pub gameday_token: Option<String>,
+    pub gameday_key: Option<GamedayKey>,
     /// Largest JSON body, for the body extractors.
     pub max_body: usize,
     /// Deepest JSON nesting, for the JSON extractor.
@@ -95,7 +97,15 @@ pub async fn layer(
     {
         cx = cx.with_cohort_key(user);
     }
-    let gameday = is_gameday(req.headers(), state.gameday_token.as_deref());
+    let (gameday, refusal) =
+        match verified_scope(req.headers(), state.gameday_key.as_ref(), SystemTime::now()) {
+            Ok(Some(scope)) => {
+                cx = cx.with_propagated(HeaderName::from_static(headers::FAULT_PREFIX), scope);
+                (true, None)
+            }
+            Ok(None) => (false, None),
+            Err(e) => (false, Some(e)),
+        };
     for (name, value) in propagated(req.headers(), gameday) {
         cx = cx.with_propagated(name, value);
     }
@@ -111,13 +121,27 @@ pub async fn layer(
         http.route = %route,
         request_id = %cx.request_id(),
         trace_id = tracing::field::Empty,
+        // Baggage every hop's span carries (see fleet-server's gRPC
+        // context layer): the cohort key and a game-day fault scope.
+        cohort = tracing::field::Empty,
+        fault_scope = tracing::field::Empty,
     );
+    if let Some(key) = cx.cohort_key() {
+        span.record("cohort", key);
+    }
+    if let Some(scope) = cx.fault_scope() {
+        span.record("fault_scope", scope);
+    }
     fleet_telemetry::set_parent_from(&span, req.headers());
-    if let Some(id) = span.in_scope(fleet_telemetry::current_trace_id) {
+    let trace_id = span.in_scope(fleet_telemetry::current_trace_id);
+    if let Some(id) = &trace_id {
         span.record("trace_id", id.as_str());
     }
     let deadline = cx.deadline();
     let work = async move {
+        if let Some(refusal) = refusal {
+            return refusal.into_response();
+        }
         match deadline {
             Some(d) => tokio::time::timeout_at(d, next.run(req))
                 .await
@@ -127,6 +151,11 @@ pub async fn layer(
     };
     let mut resp = cx.clone().scope(work).instrument(span.clone()).await;
 
+    if let Some(trace_id) = trace_id {
+        // For the metrics layer outside: the latency exemplar.
+        resp.extensions_mut()
+            .insert(fleet_metrics::TraceExemplar { trace_id });
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(cx.request_id()) {
         h.insert(HeaderName::from_static(headers::REQUEST_ID), v);
@@ -149,30 +178,54 @@ pub async fn layer(
 }
 
 /// The headers of a request that go downstream: public pins from anyone,
-/// internal pins and the fault scope only from game-day clients, none
-/// longer than 64 bytes.
+/// internal pins only from game-day clients, none longer than 64 bytes.
+/// (The fault scope is added apart, once verified: see [`verified_scope`].)
 pub fn propagated(h: &HeaderMap, gameday: bool) -> Vec<(HeaderName, HeaderValue)> {
     h.iter()
         .filter(|(name, value)| {
             let n = name.as_str();
-            let allowed = if n.starts_with(headers::VERSION_PIN_PREFIX) {
-                gameday || PUBLIC_PINS.contains(&n)
-            } else {
-                gameday && n == headers::FAULT_PREFIX
-            };
-            allowed && value.len() <= MAX_PROPAGATED_LEN
+            n.starts_with(headers::VERSION_PIN_PREFIX)
+                && (gameday || PUBLIC_PINS.contains(&n))
+                && value.len() <= MAX_PROPAGATED_LEN
         })
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect()
 }
 
-/// True when the request shows the game-day token.
-pub fn is_gameday(h: &HeaderMap, token: Option<&str>) -> bool {
-    let (Some(expected), Some(given)) = (token, h.get(GAMEDAY_TOKEN).and_then(|v| v.to_str().ok()))
-    else {
-        return false;
+/// The fault scope of a signed `x-fleet-fault` header, as the value to
+/// pass downstream: `Ok(None)` without the header, `Err` (401
+/// `invalid_fault_header`) when it does not verify with `key` at `now`, or
+/// when there is no key.
+pub fn verified_scope(
+    h: &HeaderMap,
+    key: Option<&GamedayKey>,
+    now: SystemTime,
+) -> Result<Option<HeaderValue>, ApiError> {
+    let mut values = h.get_all(headers::FAULT_PREFIX).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
     };
-    fleet_server::admin::constant_time_eq(expected.as_bytes(), given.as_bytes())
+    if values.next().is_some() {
+        return Err(ApiError::invalid_fault_header(
+            "more than one x-fleet-fault header",
+        ));
+    }
+    let Some(key) = key else {
+        return Err(ApiError::invalid_fault_header(
+            "game days are not enabled on this edge (no GAMEDAY_KEY)",
+        ));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_fault_header("x-fleet-fault is not visible ASCII"))?;
+    let scope = key
+        .verify(text, now)
+        .map_err(|e| ApiError::invalid_fault_header(e.to_string()))?;
+    // A verified scope is 1..=64 characters of [A-Za-z0-9._-]: a valid
+    // header value.
+    HeaderValue::from_str(scope)
+        .map(Some)
+        .map_err(|_| ApiError::invalid_fault_header("invalid fault scope"))
 }
 
 #[cfg(test)]
@@ -197,15 +250,42 @@ mod tests {
         );
     }
 
+    fn key() -> GamedayKey {
+        GamedayKey::new("0123456789abcdef-game-day").unwrap()
+    }
+
     #[test]
-    fn only_the_right_token_opens_fault_scoping() {
+    fn only_a_fault_header_signed_with_the_key_and_not_expired_verifies() {
+        let now = SystemTime::now();
         let mut h = HeaderMap::new();
-        assert!(!is_gameday(&h, Some("0123456789abcdef")));
-        h.insert(GAMEDAY_TOKEN, HeaderValue::from_static("0123456789abcdeX"));
-        assert!(!is_gameday(&h, Some("0123456789abcdef")));
-        assert!(!is_gameday(&h, None));
-        h.insert(GAMEDAY_TOKEN, HeaderValue::from_static("0123456789abcdef"));
-        assert!(is_gameday(&h, Some("0123456789abcdef")));
+        assert_eq!(verified_scope(&h, Some(&key()), now), Ok(None));
+        assert_eq!(verified_scope(&h, None, now), Ok(None));
+
+        let signed = key().sign("drill-7", Duration::from_secs(60), now).unwrap();
+        h.insert("x-fleet-fault", HeaderValue::from_str(&signed).unwrap());
+        assert_eq!(
+            verified_scope(&h, Some(&key()), now),
+            Ok(Some(HeaderValue::from_static("drill-7")))
+        );
+        let refused = |r: Result<Option<HeaderValue>, ApiError>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::UNAUTHORIZED);
+            assert_eq!(e.code, "invalid_fault_header");
+            e.message
+        };
+        // No key here; another key; the header replayed after its expiry.
+        assert!(refused(verified_scope(&h, None, now)).contains("GAMEDAY_KEY"));
+        let other = GamedayKey::new("another-key-entirely-16").unwrap();
+        assert!(refused(verified_scope(&h, Some(&other), now)).contains("does not match"));
+        let later = now + Duration::from_secs(61);
+        assert!(refused(verified_scope(&h, Some(&key()), later)).contains("expired"));
+        // The bare scope of old, unsigned.
+        h.insert("x-fleet-fault", HeaderValue::from_static("drill-7"));
+        assert!(refused(verified_scope(&h, Some(&key()), now)).contains("malformed"));
+        // Two headers.
+        h.insert("x-fleet-fault", HeaderValue::from_str(&signed).unwrap());
+        h.append("x-fleet-fault", HeaderValue::from_str(&signed).unwrap());
+        assert!(refused(verified_scope(&h, Some(&key()), now)).contains("more than one"));
     }
 
     #[test]
@@ -221,9 +301,11 @@ mod tests {
             n
         };
         assert_eq!(names(propagated(&h, false)), ["x-version-catalog"]);
+        // The raw fault header never goes down as such (the verified scope
+        // is added apart).
         assert_eq!(
             names(propagated(&h, true)),
-            ["x-fleet-fault", "x-version-catalog", "x-version-dal"]
+            ["x-version-catalog", "x-version-dal"]
         );
         h.insert(
             "x-version-ratings",

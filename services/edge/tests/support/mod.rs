@@ -15,8 +15,20 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every instance is started with.
 pub const TOKEN: &str = "edge-test-token-0123456789";
 
-/// The header a game-day client shows the token in.
-pub const GAMEDAY_HEADER: &str = fleet_edge_client::GAMEDAY_TOKEN;
+/// The game-day key the edge is started with (`GAMEDAY_KEY`).
+pub const GAMEDAY_KEY: &str = "edge-test-game-day-key-0123456789";
+
+/// The key, for signing fault headers.
+pub fn gameday_key() -> fleet_edge_client::fault_signature::GamedayKey {
+    fleet_edge_client::fault_signature::GamedayKey::new(GAMEDAY_KEY).unwrap()
+}
+
+/// A signed `x-fleet-fault` value for `scope`, valid for a minute.
+pub fn signed_fault(scope: &str) -> String {
+    gameday_key()
+        .sign(scope, Duration::from_secs(60), std::time::SystemTime::now())
+        .unwrap()
+}
 
 /// An app running on its own task.
 pub struct Running {
@@ -129,6 +141,7 @@ async fn ratings(dal: SocketAddr) -> Running {
 async fn edge(catalog_addrs: &str, ratings_addrs: &str, extra: &[(&str, &str)]) -> Running {
     let mut pairs = vec![
         ("HTTP_ADDR", "127.0.0.1:0"),
+        ("GAMEDAY_KEY", GAMEDAY_KEY),
         ("CATALOG_ADDRS", catalog_addrs),
         ("RATINGS_ADDRS", ratings_addrs),
         // A down dependency should fail fast in tests.
