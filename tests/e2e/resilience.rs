@@ -258,8 +258,32 @@ async fn a_slow_ratings_service_degrades_home_pages_within_budget_and_trips_the_
         closed,
         "the breaker closed again after the fault was cleared"
     );
-    let home = c.home("u00001", &opts()).await.unwrap().value;
-    assert!(home.degraded.is_empty(), "{:?}", home.degraded);
+    // Whole home pages again: the circuits are closed, but an instance
+    // ejected while slow or an admission median still made of the slow
+    // period's cut-off calls can refuse a call for a moment (seen once in
+    // CI: one page degraded right after the circuits closed). Bounded by
+    // the admission median's window (10 s).
+    let whole_after = Instant::now();
+    let mut last = Vec::new();
+    let whole = loop {
+        let home = c.home("u00001", &opts()).await.unwrap().value;
+        if home.degraded.is_empty() {
+            break true;
+        }
+        last = home.degraded;
+        if whole_after.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "ratings cleared: home pages whole {:?} after the circuits closed",
+        whole_after.elapsed()
+    );
+    assert!(
+        whole,
+        "still degraded 10 s after the circuits closed: {last:?}"
+    );
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 

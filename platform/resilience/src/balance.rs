@@ -423,6 +423,9 @@ mod tests {
         let (slow_share, total) = run(&loads, &out, 300, 10).await;
         assert!(slow_share * 10 < total, "while slow: {slow_share}/{total}");
         let (to_a, total) = run(&loads, &out, 2, 10).await;
+        println!(
+            "slowed: {slow_share}/{total} picks; recovered: {to_a}/{total} picks in seconds 8-10"
+        );
         assert!(
             to_a * 10 >= total * 3,
             "recovered instance got {to_a}/{total} in seconds 8-10"
