@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Token the admin port requires for changes (faults, routes);
     /// `ADMIN_TOKEN`. Unset: changes are refused.
     pub admin_token: Option<String>,
+    /// TLS on the main HTTP listener (the edge): `TLS_CERT_FILE` and
+    /// `TLS_KEY_FILE` (PEM), both or neither. Unset: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// A read-only token for the live streams (`/admin/stream`,
     /// `/hystrix.stream`), which also take the admin token; `VIEWER_TOKEN`,
     /// at least 16 characters. Unset: only the admin token opens them.
@@ -297,8 +300,30 @@ impl ServerConfig {
                 "must be at least 16 characters",
             ));
         }
+        let tls = match (env.get("TLS_CERT_FILE"), env.get("TLS_KEY_FILE")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "TLS_KEY_FILE",
+                    "",
+                    "TLS_CERT_FILE is set: set TLS_KEY_FILE too (or neither)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "TLS_CERT_FILE",
+                    "",
+                    "TLS_KEY_FILE is set: set TLS_CERT_FILE too (or neither)",
+                ));
+            }
+        };
         let concurrency = concurrency(env)?;
         Ok(Self {
+            tls,
             viewer_token,
             concurrency,
             http: HttpLimits::from_env(env)?,

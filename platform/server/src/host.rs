@@ -49,6 +49,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
+    /// TLS was asked for (`TLS_CERT_FILE`) and cannot be set up.
+    #[error("TLS setup failed")]
+    Tls(#[source] crate::tls::TlsError),
     /// The grace period ended with requests still in flight; they were
     /// aborted (their callers saw the connection close), so the exit is
     /// not clean.
@@ -211,6 +214,13 @@ impl ServiceHost {
         routes: Routes,
         service_names: &[&'static str],
     ) -> Result<(), ServerError> {
+        // TLS is the public HTTP listener's (the edge); a gRPC server asked
+        // for it must not start in plaintext as if it had it.
+        if let Some(files) = &self.config.tls {
+            return Err(ServerError::Tls(crate::tls::TlsError::NotForGrpc {
+                path: files.cert.clone(),
+            }));
+        }
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // Reflection describes this server only: the descriptor set of each
         // service it serves (generated per service by fleet-proto), health,
@@ -339,6 +349,11 @@ impl ServiceHost {
     /// # Errors
     /// [`ServerError`] when the server fails (not on a normal shutdown).
     pub async fn run_http(self, router: Router) -> Result<(), ServerError> {
+        // Before anything registers: a bad certificate stops the start.
+        let tls = match &self.config.tls {
+            Some(files) => Some(crate::tls::acceptor(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
         let registrar = self.registrar(false).await;
         let drain = drain_signal(
             self.shutdown.clone(),
@@ -349,7 +364,7 @@ impl ServiceHost {
         let listener = self.main;
         let limits = self.config.http;
         let server = async move {
-            http::serve(listen::http_listener(listener), router, limits, drain).await;
+            http::serve(listen::http_listener(listener), router, limits, tls, drain).await;
             Ok(())
         };
         let parts = Parts {
@@ -463,6 +478,7 @@ impl Parts {
                 listen::http_listener(self.admin),
                 admin_router,
                 admin_limits,
+                None,
                 async move { admin_stop.cancelled().await },
             )
             .await;

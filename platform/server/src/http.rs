@@ -19,6 +19,10 @@
 //! * HTTP/2: the same head limit as the header-list size, and a timer for
 //!   hyper's HTTP/2 timeouts.
 //!
+//! With a TLS acceptor (the edge with `TLS_CERT_FILE`, see [`crate::tls`])
+//! the handshake follows the first bytes, within the same
+//! `header_read_timeout`; HTTP/1 or HTTP/2 then runs inside it (ALPN).
+//!
 //! Each request carries `ConnectInfo<SocketAddr>`, as with
 //! `into_make_service_with_connect_info`, for the edge's rate limiter.
 
@@ -84,6 +88,40 @@ async fn protocol_known(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// Serves one connection's requests until it ends; on `stop` (draining),
+/// lets the request in progress finish, then closes.
+async fn serve_connection<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    service: S,
+    mut stop: std::pin::Pin<&mut futures::future::Fuse<impl Future<Output = ()>>>,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    // A client going away mid-request, a timed-out head, a
+                    // malformed request: the client's problem, never the
+                    // server's.
+                    tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            () = &mut stop => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `signal` resolves, then stops
 /// accepting and waits for open connections to finish their requests
 /// (the caller bounds that wait).
@@ -91,6 +129,7 @@ pub async fn serve(
     mut listener: HttpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) {
     let builder = Arc::new(builder(&limits));
@@ -119,6 +158,7 @@ pub async fn serve(
         let signal_tx = signal_tx.clone();
         let close_rx = close_rx.clone();
         let first_bytes = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut stop = pin!(signal_tx.closed().fuse());
             let known = tokio::select! {
@@ -133,19 +173,28 @@ pub async fn serve(
                 drop(close_rx);
                 return;
             }
-            let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(error) = result {
-                            // A client going away mid-request, a timed-out
-                            // head, a malformed request: the client's
-                            // problem, never the server's.
-                            tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            match tls {
+                None => serve_connection(&builder, TokioIo::new(io), service, stop, peer).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(first_bytes, acceptor.accept(io)) => done,
+                        () = &mut stop => {
+                            drop(close_rx);
+                            return;
                         }
-                        break;
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            serve_connection(&builder, TokioIo::new(tls), service, stop, peer)
+                                .await;
+                        }
+                        Ok(Err(error)) => {
+                            // Plain HTTP on the TLS port, an unknown CA on
+                            // the client's side, a scanner: its problem.
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    () = &mut stop => conn.as_mut().graceful_shutdown(),
                 }
             }
             drop(close_rx);

@@ -25,6 +25,7 @@ pub mod message_limit;
 pub mod methods;
 pub mod readiness;
 pub mod shutdown;
+pub mod tls;
 
 pub use config::{GrpcLimits, HttpLimits, Identity, ServerConfig};
 pub use grpc_context::{GrpcContext, GrpcContextLayer};
