@@ -146,24 +146,32 @@ pub fn parse_json_within<T: DeserializeOwned>(
             "JSON body nested deeper than {max_depth} levels"
         )));
     }
-    let value = serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request(format!("malformed JSON body: {e}"))
-            }
-        }
-    })?;
-    // Parsed, so the first byte that is not JSON whitespace opens the
-    // document.
+    // Checked before the typed parse, which would read an array as a
+    // struct, or stop at its extra elements with a syntax error.
     let first = bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     if first != Some(&b'{') {
-        return Err(ApiError::unprocessable("the body must be a JSON object"));
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::unprocessable("the body must be a JSON object"),
+                Err(e) => json_error(&e),
+            },
+        );
     }
-    Ok(value)
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+/// A parse error as the answer: 422 for the wrong shape or types, 400 for
+/// malformed JSON.
+fn json_error(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request(format!("malformed JSON body: {e}"))
+        }
+    }
 }
 
 /// Whether no array or object in `bytes` is nested deeper than `max`
@@ -368,13 +376,16 @@ mod tests {
     }
 
     /// Found by the `edge_json` fuzz target: `[1]` was read as
-    /// `{"position_s":1}` (serde reads a struct from an array too).
+    /// `{"position_s":1}` (serde reads a struct from an array too), and
+    /// then `[-0,999999999999999]`, valid JSON, was 400 (the typed parse
+    /// stops at the extra element with a syntax error).
     #[test]
     fn only_json_objects_are_bodies() {
         for body in [
             &b"[1]"[..],
             b" [4]",
             b"[4,\"x\"]",
+            b"[-0,999999999999999\t\t\n\n]",
             b"4",
             b"\"stars\"",
             b"null",
@@ -395,6 +406,11 @@ mod tests {
                 .stars,
             2
         );
+        // Not JSON at all is still 400.
+        for body in [&b"[1"[..], b"x", b""] {
+            let e = parse_json::<RateRequest>(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]
