@@ -151,8 +151,11 @@ impl RequestContext {
         {
             cx.cohort_key = Some(key.to_owned());
         }
+        // One value per name, the first, as every header above is read:
+        // this hop must pass on the value it acts on (a pin, a fault
+        // scope), not a later repetition (`write_headers` keeps one).
         for (name, value) in headers {
-            if headers::is_propagated(name) {
+            if headers::is_propagated(name) && !cx.propagated.iter().any(|(n, _)| n == name) {
                 cx.propagated.push((name.clone(), value.clone()));
             }
         }
@@ -324,6 +327,31 @@ mod tests {
         let plain = RequestContext::new();
         plain.record_served_by("x");
         assert!(plain.served_by().is_empty());
+    }
+
+    /// Found by the `request_context` fuzz target: with a pin sent twice,
+    /// this hop read `1.3` but the next one got `1.l-7`.
+    #[tokio::test]
+    async fn a_repeated_propagated_header_is_read_and_passed_on_as_its_first_value() {
+        let mut h = HeaderMap::new();
+        h.append("x-version-catalog", HeaderValue::from_static(" 1.3"));
+        h.append("x-version-catalog", HeaderValue::from_static(" 1.l-7"));
+        h.append("x-fleet-fault", HeaderValue::from_static("drill-7"));
+        h.append("x-fleet-fault", HeaderValue::from_static("drill-8"));
+        let cx = RequestContext::from_headers(&h, Instant::now()).unwrap();
+        assert_eq!(cx.propagated("x-version-catalog").unwrap(), " 1.3");
+        let mut wire = HeaderMap::new();
+        cx.write_headers(&mut wire, None);
+        assert_eq!(
+            wire.get_all("x-version-catalog").iter().collect::<Vec<_>>(),
+            [" 1.3"]
+        );
+        assert_eq!(
+            wire.get_all("x-fleet-fault").iter().collect::<Vec<_>>(),
+            ["drill-7"]
+        );
+        let next = RequestContext::from_headers(&wire, Instant::now()).unwrap();
+        assert_eq!(next.propagated("x-version-catalog").unwrap(), " 1.3");
     }
 
     #[tokio::test]

@@ -142,9 +142,18 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     Ok(TelemetryGuard { provider })
 }
 
-/// Makes `parent` (from incoming headers) the parent of `span`.
+/// The W3C trace context (`traceparent`, `tracestate`) of incoming
+/// headers: a context whose span context is invalid when the headers carry
+/// none, or a malformed one (never an error: a request without a usable
+/// parent starts a new trace).
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Makes the trace context of incoming `headers` (see [`extract`]) the
+/// parent of `span`.
 pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let cx = extract(headers);
     // Fails only when no OpenTelemetry layer is installed (e.g. unit tests).
     let _ = span.set_parent(cx);
 }
@@ -236,6 +245,31 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         ] {
             assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_extracted() {
+        use opentelemetry::trace::TraceContextExt as _;
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let cx = extract(&h);
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid() && sc.is_remote());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736",
+        ] {
+            h.insert("traceparent", HeaderValue::from_static(bad));
+            assert!(!extract(&h).span().span_context().is_valid(), "{bad}");
         }
     }
 

@@ -20,7 +20,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
-mod record;
+pub mod record;
 pub mod service;
 pub mod store;
 pub mod validate;

@@ -130,7 +130,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Parses a JSON body: nesting deeper than `max_depth` is 400 (checked
-/// before parsing), syntax errors are 400, wrong shapes or types 422.
+/// before parsing), syntax errors are 400, wrong shapes or types 422 —
+/// and every body of this API is a JSON object, so any other valid
+/// document is 422 too (serde would read a struct from an array, `[4]` as
+/// `{"stars":4}`, a form the API does not define).
 ///
 /// # Errors
 /// The 400 or 422 [`ApiError`].
@@ -143,15 +146,32 @@ pub fn parse_json_within<T: DeserializeOwned>(
             "JSON body nested deeper than {max_depth} levels"
         )));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request(format!("malformed JSON body: {e}"))
-            }
+    // Checked before the typed parse, which would read an array as a
+    // struct, or stop at its extra elements with a syntax error.
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::unprocessable("the body must be a JSON object"),
+                Err(e) => json_error(&e),
+            },
+        );
+    }
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+/// A parse error as the answer: 422 for the wrong shape or types, 400 for
+/// malformed JSON.
+fn json_error(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request(format!("malformed JSON body: {e}"))
         }
-    })
+    }
 }
 
 /// Whether no array or object in `bytes` is nested deeper than `max`
@@ -353,6 +373,44 @@ mod tests {
             parse_json::<RateRequest>(b" {\"stars\":4} ").unwrap().stars,
             4
         );
+    }
+
+    /// Found by the `edge_json` fuzz target: `[1]` was read as
+    /// `{"position_s":1}` (serde reads a struct from an array too), and
+    /// then `[-0,999999999999999]`, valid JSON, was 400 (the typed parse
+    /// stops at the extra element with a syntax error).
+    #[test]
+    fn only_json_objects_are_bodies() {
+        for body in [
+            &b"[1]"[..],
+            b" [4]",
+            b"[4,\"x\"]",
+            b"[-0,999999999999999\t\t\n\n]",
+            b"4",
+            b"\"stars\"",
+            b"null",
+        ] {
+            let e = parse_json::<RateRequest>(body).unwrap_err();
+            assert_eq!(
+                e.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let e = parse_json::<fleet_edge_client::model::ProgressRequest>(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        assert_eq!(
+            parse_json::<RateRequest>(b"\r\n\t {\"stars\":2}")
+                .unwrap()
+                .stars,
+            2
+        );
+        // Not JSON at all is still 400.
+        for body in [&b"[1"[..], b"x", b""] {
+            let e = parse_json::<RateRequest>(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ use fleet_config::Env;
 
 pub use app::App;
 pub use config::Config;
+// The query strings of the listing routes, for code that decodes them
+// outside a request (the fuzz targets in `fuzz/`).
+pub use titles::ListQuery;
+pub use users::RatingsQuery;
 
 /// The service name: in logs, metrics and `x-fleet-caller`.
 pub const SERVICE: &str = "edge";

@@ -48,7 +48,9 @@ fn state_checksum(kind: Kind, scope: &str, state: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Wraps a driver paging `state` for the listing `kind` of `scope`.
+/// Wraps a driver paging `state` for the listing `kind` of `scope`. The
+/// state of a page with more to come is never empty; a token wrapping an
+/// empty one is not accepted back ([`decode_state`]: truncated).
 pub fn encode_state(kind: Kind, scope: &str, state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + state.len());
     out.push(kind as u8);
