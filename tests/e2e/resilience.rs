@@ -612,21 +612,36 @@ async fn the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back(m
     };
     let (homes_before, titles_before) = (count(true, false), count(false, false));
     let canary_after = count(true, true) + count(false, true);
+    // Hurt: an error, or a degraded part the catalog serves. A title's
+    // `rating` part comes from the ratings service alone (seen in CI in
+    // real mode: a few ratings reads over their budget on a cold Cassandra,
+    // before the kill) and says nothing about the catalog canary: counted
+    // and printed apart.
+    let ratings_only = |d: &String| d.contains("part: \"rating\"");
     let hurt: Vec<_> = samples
         .iter()
         .filter_map(|s| match &s.result {
             Err(e) => Some((s.due, e.to_string())),
-            Ok((_, _, degraded)) if !degraded.is_empty() => {
+            Ok((_, _, degraded)) if degraded.iter().any(|d| !ratings_only(d)) => {
                 Some((s.due, format!("degraded: {degraded:?}")))
             }
             Ok(_) => None,
         })
         .collect();
+    let rating_omitted = samples
+        .iter()
+        .filter(|s| {
+            s.result
+                .as_ref()
+                .is_ok_and(|(_, _, degraded)| degraded.iter().any(ratings_only))
+        })
+        .count();
     let success = 1.0 - hurt.len() as f64 / samples.len() as f64;
     println!(
         "{mode:?}: kill -9 of the only 1.3 canary at 100 req/s (10 % home pages, sticky \
          50/50): {} requests, served by 1.3 before the kill: {homes_before} home pages and \
-         {titles_before} titles; {canary_after} after; success {success:.4}, p99 {:?}",
+         {titles_before} titles; {canary_after} after; success {success:.4}, p99 {:?}; \
+         {rating_omitted} titles without their rating (the ratings service's part)",
         samples.len(),
         p99(&samples)
     );
