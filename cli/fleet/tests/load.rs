@@ -817,7 +817,6 @@ async fn interval_logs_of_several_runs_merge_into_one_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_load_drives_the_real_system_through_the_edge_and_over_grpc() {
-    let _quiet = QUIET.lock().await;
     use fleet::topology::{Launcher, Topology, TopologyOptions};
     let _quiet = QUIET.lock().await;
     let data = tempfile::tempdir().unwrap();
