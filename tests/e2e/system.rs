@@ -18,7 +18,7 @@ fn opts() -> RequestOptions {
 both_modes!(
     the_whole_system_serves_every_route_and_stops_cleanly,
     losing_a_ratings_instance_costs_no_request,
-    the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them,
+    the_request_id_and_trace_reach_every_hop_every_log_line_names_them_and_none_has_a_token,
     cursors_walk_every_title_of_a_genre_exactly_once_in_order,
     repeated_and_concurrent_ratings_through_the_edge_never_double_count,
 );
@@ -149,13 +149,15 @@ async fn losing_a_ratings_instance_costs_no_request(mode: Mode) {
     sys.topology.stop(Duration::from_secs(10)).await;
 }
 
-async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(mode: Mode) {
+async fn the_request_id_and_trace_reach_every_hop_every_log_line_names_them_and_none_has_a_token(
+    mode: Mode,
+) {
     let Some(mut sys) = System::start_in(
         mode,
         Size::default(),
         &[(
             "RUST_LOG",
-            "info,fleet_server::grpc_context=debug,fleet_edge::stack=debug",
+            "info,fleet_server=debug,fleet_edge=debug,fleet_discovery=debug",
         )],
     )
     .await
@@ -174,6 +176,35 @@ async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(
     // dal — all four services serve this one request.
     let r = c.home("u00007", &o).await.unwrap();
     assert_eq!(r.request_id, rid);
+    // Credentials pass through too: a change with the admin token, the
+    // stream with it in the query (as browsers send it), a wrong token.
+    let edge_admin = sys.admin_addrs("edge")[0];
+    let id = fleet_tests::add_fault(
+        edge_admin,
+        serde_json::json!({"action": {"type": "delay", "ms": 1}}),
+    )
+    .await;
+    assert!(id > 0);
+    fleet_tests::clear_faults(edge_admin).await;
+    let http = reqwest::Client::new();
+    let stream = http
+        .get(format!(
+            "http://{edge_admin}/hystrix.stream?access_token={}",
+            fleet_tests::ADMIN_TOKEN
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let wrong = http
+        .post(format!("http://{edge_admin}/admin/faults"))
+        .bearer_auth("not-the-admin-token-at-all")
+        .json(&serde_json::json!({"action": {"type": "delay", "ms": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
     sys.topology.stop(Duration::from_secs(10)).await;
 
     // Every service logged this request, and every line that names the
@@ -195,6 +226,21 @@ async fn the_request_id_and_trace_reach_every_hop_and_every_log_line_names_them(
             );
         }
         assert!(!lines.is_empty(), "no {service} log line names the request");
+        // No credential is ever logged, at debug level either.
+        for entry in std::fs::read_dir(&logs).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for secret in [fleet_tests::ADMIN_TOKEN, "not-the-admin-token-at-all"] {
+                assert!(
+                    !text.contains(secret),
+                    "{} logged a token: {}",
+                    path.display(),
+                    text.lines()
+                        .find(|l| l.contains(secret))
+                        .unwrap_or_default()
+                );
+            }
+        }
         for l in &lines {
             assert!(
                 l.contains(&format!("\"request_id\":\"{rid}\"")) && l.contains(trace),

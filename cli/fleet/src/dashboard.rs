@@ -30,7 +30,7 @@ pub struct DashboardArgs {
     pub data_dir: PathBuf,
     /// Token to read instances' fault rules (default: `fleet up`'s).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<fleet_config::Secret>,
     /// `?delay=` asked of every instance's `/hystrix.stream`, 100ms–10s.
     #[arg(long, default_value = "500ms", value_parser = parse_delay)]
     pub stream_delay: Duration,
@@ -72,6 +72,7 @@ pub fn config(args: &DashboardArgs) -> anyhow::Result<Config> {
             .ok()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
+            .map(fleet_config::Secret::from)
     });
     let mut config = Config::new(args.addr, source);
     config.routes = Some(routes);

@@ -126,10 +126,10 @@ pub struct TopologyOptions {
     /// How programs are found.
     pub launcher: Launcher,
     /// Token every instance's admin port requires for changes.
-    pub admin_token: String,
+    pub admin_token: fleet_config::Secret,
     /// The edge's game-day key (`GAMEDAY_KEY`): what `x-fleet-fault`
     /// headers must be signed with. `None`: the edge has no game days.
-    pub gameday_key: Option<String>,
+    pub gameday_key: Option<fleet_config::Secret>,
     /// The stores, cache and discovery every instance uses.
     pub backends: Backends,
     /// Environment given to every instance on top of the inherited one
@@ -253,7 +253,11 @@ impl Topology {
             "edge-1",
             [("HTTP_ADDR".into(), o.edge_addr.to_string())]
                 .into_iter()
-                .chain(o.gameday_key.clone().map(|k| ("GAMEDAY_KEY".to_owned(), k)))
+                .chain(
+                    o.gameday_key
+                        .as_ref()
+                        .map(|k| ("GAMEDAY_KEY".to_owned(), k.expose().to_owned())),
+                )
                 .chain([
                     ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
                     ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
@@ -276,7 +280,10 @@ impl Topology {
             ("SERVICE_VERSION".into(), version.into()),
             ("INSTANCE_ID".into(), id.into()),
             ("ADMIN_ADDR".into(), "127.0.0.1:0".into()),
-            ("ADMIN_TOKEN".into(), self.opts.admin_token.clone()),
+            (
+                "ADMIN_TOKEN".into(),
+                self.opts.admin_token.expose().to_owned(),
+            ),
             ("ZONE".into(), "local".into()),
         ]);
         env.extend(self.opts.backends.env());

@@ -53,10 +53,71 @@ impl ConfigError {
 /// not, shared by its clones: after a `Config::from_env`, that is the exact
 /// list of variables the code reads for this configuration, which the
 /// deployment rehearsal compares with what a deployment sets.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
     read: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// Names only: the environment holds credentials (`ADMIN_TOKEN`,
+/// `GAMEDAY_KEY`, …), and a debug print must never carry them into a log.
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("names", &self.vars.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A credential (a token, a key) whose text is never printed: `Debug` and
+/// `Display` show `<redacted>`, so a config struct that holds one can
+/// derive `Debug` and be logged whole. [`Secret::expose`] is the one way to
+/// the text, for the code that compares or sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The credential's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 impl Env {
@@ -251,6 +312,21 @@ impl Env {
         }
     }
 
+    /// A credential: unset is `None`; set, it must be at least `min_len`
+    /// bytes long (a guessable token is refused at start). The error names
+    /// the variable but never repeats the value.
+    pub fn secret(&self, key: &str, min_len: usize) -> Result<Option<Secret>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.len() < min_len => Err(ConfigError::invalid(
+                key,
+                "<redacted>",
+                format!("must be at least {min_len} characters"),
+            )),
+            Some(v) => Ok(Some(Secret::new(v))),
+        }
+    }
+
     /// A comma-separated list with blanks removed (empty when unset).
     pub fn list(&self, key: &str) -> Vec<String> {
         self.get(key)
@@ -339,5 +415,34 @@ mod tests {
         assert!(e.bool("B", false).unwrap());
         assert_eq!(e.list("L"), vec!["a", "b", "c"]);
         assert!(env(&[("B", "maybe")]).bool("B", true).is_err());
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_printed() {
+        let token = "s3cr3t-t0ken-0123456789";
+        let e = env(&[("ADMIN_TOKEN", token), ("SHORT", "abc")]);
+        let secret = e.secret("ADMIN_TOKEN", 16).unwrap().unwrap();
+        assert_eq!(secret.expose(), token);
+        assert!(e.secret("UNSET", 16).unwrap().is_none());
+        let short = e.secret("SHORT", 16).unwrap_err().to_string();
+        assert!(
+            short.contains("SHORT") && short.contains("at least 16"),
+            "{short}"
+        );
+        assert!(
+            !short.contains("abc"),
+            "the error repeats the value: {short}"
+        );
+        for printed in [
+            format!("{secret:?}"),
+            format!("{secret}"),
+            format!("{:?}", Some(secret.clone())),
+            format!("{e:?}"),
+            format!("{e:#?}"),
+        ] {
+            assert!(!printed.contains(token), "printed the token: {printed}");
+        }
+        // The environment's debug print still names what is set.
+        assert!(format!("{e:?}").contains("ADMIN_TOKEN"));
     }
 }

@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use fleet_config::Secret;
 use fleet_metrics::Metrics;
 
 use crate::config::Identity;
@@ -167,13 +168,13 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 /// Wraps `router` so every request needs `Authorization: Bearer <token>`.
 /// With no token configured, every request is refused: admin changes are
 /// off unless the operator turns them on.
-pub fn require_token(router: Router, token: Option<String>) -> Router {
-    let token: Arc<Option<String>> = Arc::new(token);
+pub fn require_token(router: Router, token: Option<Secret>) -> Router {
+    let token: Arc<Option<Secret>> = Arc::new(token);
     router.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
             let token = token.clone();
             async move {
-                let Some(expected) = token.as_deref() else {
+                let Some(expected) = token.as_ref().as_ref().map(Secret::expose) else {
                     return error_response(
                         StatusCode::FORBIDDEN,
                         "admin_disabled",
@@ -205,8 +206,8 @@ pub fn require_token(router: Router, token: Option<String>) -> Router {
 /// dashboard, Turbine), `?access_token=<token>` (RFC 6750 §2.3) — where the
 /// token is the admin token or the read-only viewer token. Without either
 /// configured the streams are closed (403).
-pub fn require_viewer(router: Router, admin: Option<String>, viewer: Option<String>) -> Router {
-    let tokens: Arc<Vec<String>> = Arc::new(admin.into_iter().chain(viewer).collect());
+pub fn require_viewer(router: Router, admin: Option<Secret>, viewer: Option<Secret>) -> Router {
+    let tokens: Arc<Vec<Secret>> = Arc::new(admin.into_iter().chain(viewer).collect());
     router.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
             let tokens = tokens.clone();
@@ -234,7 +235,7 @@ pub fn require_viewer(router: Router, admin: Option<String>, viewer: Option<Stri
                 let ok = given.is_some_and(|g| {
                     tokens
                         .iter()
-                        .fold(false, |ok, t| constant_time_eq(g.as_bytes(), t.as_bytes()) | ok)
+                        .fold(false, |ok, t| constant_time_eq(g.as_bytes(), t.expose().as_bytes()) | ok)
                 });
                 if ok {
                     next.run(req).await

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet_config::{ConfigError, Env};
+use fleet_config::{ConfigError, Env, Secret};
 use fleet_discovery::DiscoveryConfig;
 use fleet_resilience::adaptive::AdaptiveConfig;
 
@@ -44,14 +44,14 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Token the admin port requires for changes (faults, routes);
     /// `ADMIN_TOKEN`. Unset: changes are refused.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// TLS on the main HTTP listener (the edge): `TLS_CERT_FILE` and
     /// `TLS_KEY_FILE` (PEM), both or neither. Unset: plaintext.
     pub tls: Option<crate::tls::TlsFiles>,
     /// A read-only token for the live streams (`/admin/stream`,
     /// `/hystrix.stream`), which also take the admin token; `VIEWER_TOKEN`,
     /// at least 16 characters. Unset: only the admin token opens them.
-    pub viewer_token: Option<String>,
+    pub viewer_token: Option<Secret>,
     /// How often readiness checks run; `READINESS_INTERVAL`, default 1 s.
     pub readiness_interval: Duration,
     /// Consul registration and discovery, route tables (`CONSUL_HTTP_ADDR`,
@@ -280,26 +280,8 @@ impl ServerConfig {
             ));
         }
         let zone = env.string("ZONE", "local");
-        let admin_token = env.get("ADMIN_TOKEN").map(str::to_owned);
-        if let Some(t) = &admin_token
-            && t.len() < 16
-        {
-            return Err(ConfigError::invalid(
-                "ADMIN_TOKEN",
-                "<redacted>",
-                "must be at least 16 characters",
-            ));
-        }
-        let viewer_token = env.get("VIEWER_TOKEN").map(str::to_owned);
-        if let Some(t) = &viewer_token
-            && t.len() < 16
-        {
-            return Err(ConfigError::invalid(
-                "VIEWER_TOKEN",
-                "<redacted>",
-                "must be at least 16 characters",
-            ));
-        }
+        let admin_token = env.secret("ADMIN_TOKEN", 16)?;
+        let viewer_token = env.secret("VIEWER_TOKEN", 16)?;
         let tls = match (env.get("TLS_CERT_FILE"), env.get("TLS_KEY_FILE")) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
@@ -416,6 +398,24 @@ mod tests {
         assert!(c.admin_token.is_none());
         assert_eq!(c.http, HttpLimits::default());
         assert_eq!(c.grpc, GrpcLimits::default());
+    }
+
+    #[test]
+    fn tokens_are_read_checked_and_never_printed() {
+        let admin = "admin-token-0123456789";
+        let viewer = "viewer-token-0123456789";
+        let c = cfg(&[("ADMIN_TOKEN", admin), ("VIEWER_TOKEN", viewer)]).unwrap();
+        assert_eq!(c.admin_token.as_ref().map(|t| t.expose()), Some(admin));
+        assert_eq!(c.viewer_token.as_ref().map(|t| t.expose()), Some(viewer));
+        let printed = format!("{c:?} {c:#?}");
+        assert!(
+            !printed.contains(admin) && !printed.contains(viewer),
+            "{printed}"
+        );
+        for key in ["ADMIN_TOKEN", "VIEWER_TOKEN"] {
+            let e = cfg(&[(key, "short-tok")]).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("short-tok"), "{e}");
+        }
     }
 
     #[test]

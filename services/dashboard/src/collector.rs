@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use fleet_config::Secret;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +71,7 @@ pub struct CollectorConfig {
     pub stream_delay: Duration,
     /// Bearer token for `/hystrix.stream` and `GET /admin/faults` (`fleet
     /// up` writes one; a viewer token opens the streams only).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 impl Hub {
@@ -138,7 +139,7 @@ async fn read_stream(
     hub: Hub,
     key: String,
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<Secret>,
     delay: Duration,
     stop: CancellationToken,
 ) {
@@ -147,7 +148,7 @@ async fn read_stream(
         let run = async {
             let mut req = http.get(&url);
             if let Some(t) = &token {
-                req = req.bearer_auth(t);
+                req = req.bearer_auth(t.expose());
             }
             let mut resp = match req.send().await {
                 Ok(r) if r.status().is_success() => r,
@@ -215,7 +216,7 @@ async fn poll(
     hub: Hub,
     key: String,
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<Secret>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -240,7 +241,7 @@ async fn poll(
         let faults = match &token {
             Some(t) => match http
                 .get(format!("{base}/admin/faults"))
-                .bearer_auth(t)
+                .bearer_auth(t.expose())
                 .send()
                 .await
             {

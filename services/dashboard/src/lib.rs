@@ -48,7 +48,7 @@ pub struct Config {
     /// Where the catalog's route table is read (`None`: not shown).
     pub routes: Option<RouteStore>,
     /// Token for reading instances' fault rules (`None`: not shown).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<fleet_config::Secret>,
     /// `?delay=` asked of every instance's stream; default 500 ms.
     pub stream_delay: Duration,
     /// How often the instance list is re-read; default 2 s.

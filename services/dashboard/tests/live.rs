@@ -399,7 +399,7 @@ async fn the_dashboard_aggregates_instances_like_turbine() {
         fleet_dashboard::Source::Registry(registry),
     );
     config.stream_delay = Duration::from_millis(100);
-    config.admin_token = Some(TOKEN.to_owned());
+    config.admin_token = Some(TOKEN.into());
     let dashboard = fleet_dashboard::Dashboard::bind(config).await.unwrap();
     let addr = dashboard.local_addr();
     let stop = CancellationToken::new();

@@ -69,12 +69,12 @@ pub struct TargetArgs {
     pub edge_url: Option<String>,
     /// The admin token; default: `<data-dir>/run/admin-token` (embedded).
     #[arg(long, env = "FLEET_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<fleet_config::Secret>,
     /// The edge's game-day key, which signs the experiment cohort's
     /// `x-fleet-fault` header; default: `<data-dir>/run/gameday-key`
     /// (embedded).
     #[arg(long, env = "FLEET_GAMEDAY_KEY", hide_env_values = true)]
-    pub gameday_key: Option<String>,
+    pub gameday_key: Option<fleet_config::Secret>,
     /// Toxiproxy's API (`http://127.0.0.1:8474`); default: what
     /// `fleet up --toxiproxy` wrote to `<data-dir>/run/toxiproxy.json`.
     #[arg(long, env = "TOXIPROXY_URL")]

@@ -170,7 +170,7 @@ impl Target {
     /// [`TargetError::RunFiles`].
     pub fn admin_token(&self) -> Result<String, TargetError> {
         if let Some(t) = &self.args.admin_token {
-            return Ok(t.clone());
+            return Ok(t.expose().to_owned());
         }
         let path = self.run_dir().join("admin-token");
         std::fs::read_to_string(&path)
@@ -187,7 +187,7 @@ impl Target {
     /// [`TargetError::RunFiles`] when it cannot be read or is too short.
     pub fn gameday_key(&self) -> Result<GamedayKey, TargetError> {
         let (secret, path) = match &self.args.gameday_key {
-            Some(k) => (k.clone(), PathBuf::from("--gameday-key")),
+            Some(k) => (k.expose().to_owned(), PathBuf::from("--gameday-key")),
             None => {
                 let path = self.run_dir().join("gameday-key");
                 let text = std::fs::read_to_string(&path).map_err(|e| TargetError::RunFiles {
