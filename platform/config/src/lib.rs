@@ -8,6 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+mod tls;
+pub use tls::MutualTls;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::net::SocketAddr;

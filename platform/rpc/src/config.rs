@@ -9,6 +9,7 @@ use fleet_resilience::eject::EjectConfig;
 use fleet_resilience::retry::RetryConfig;
 
 use crate::routing::MajorMinor;
+use fleet_config::MutualTls;
 
 /// How a service calls one dependency.
 #[derive(Clone, Debug)]
@@ -45,6 +46,10 @@ pub struct DependencyConfig {
     /// Only instances of this minor (`<NAME>_PIN=1.3`); overrides pin
     /// headers and the routing table.
     pub pin: Option<MajorMinor>,
+    /// Mutual TLS to this dependency (`GRPC_TLS_CA_FILE`,
+    /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`; see [`MutualTls`]): the
+    /// server's certificate must name the dependency. `None`: plaintext.
+    pub tls: Option<MutualTls>,
 }
 
 impl DependencyConfig {
@@ -63,6 +68,7 @@ impl DependencyConfig {
             balance: BalanceConfig::default(),
             eject: EjectConfig::default(),
             pin: None,
+            tls: None,
         }
     }
 
@@ -73,7 +79,8 @@ impl DependencyConfig {
     /// `<NAME>_BREAKER_SLOW_CALL`, `<NAME>_BREAKER_WINDOW`,
     /// `<NAME>_RETRIES`, `<NAME>_RETRY_BUDGET_PERCENT`,
     /// `<NAME>_EJECT_AFTER_FAILURES`, `<NAME>_EJECTION` and
-    /// `<NAME>_MAX_EJECTION_PERCENT` (NAME upper-cased).
+    /// `<NAME>_MAX_EJECTION_PERCENT` (NAME upper-cased), and the shared
+    /// `GRPC_TLS_*` files.
     ///
     /// # Errors
     /// [`ConfigError`] for unparsable or absurd values.
@@ -165,6 +172,10 @@ impl DependencyConfig {
                     )
                 })?;
             self.pin = Some(mm);
+        }
+        self.tls = MutualTls::from_env(env)?;
+        if let Some(tls) = &self.tls {
+            crate::tls::check(tls)?;
         }
         self.breaker
             .validate()

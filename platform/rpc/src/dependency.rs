@@ -555,11 +555,23 @@ impl Shared {
             return Ok(ch.clone());
         }
         let cfg = &self.config;
-        let endpoint = TonicEndpoint::from_shared(format!("http://{}", instance.addr))
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = TonicEndpoint::from_shared(format!("{scheme}://{}", instance.addr))
             .map_err(|e| RpcError::Internal {
                 dependency: cfg.name,
                 message: format!("bad endpoint {}: {e}", instance.addr),
-            })?
+            })?;
+        if let Some(tls) = &cfg.tls {
+            // Checked at start (DependencyConfig::from_env), so this only fails if
+            // rustls changed its mind about the same bytes.
+            endpoint = endpoint
+                .tls_config(crate::tls::client_config(tls, cfg.name))
+                .map_err(|e| RpcError::Internal {
+                    dependency: cfg.name,
+                    message: format!("TLS config: {e}"),
+                })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))

@@ -25,6 +25,7 @@ mod instance;
 pub mod route;
 pub mod routing;
 pub mod stack;
+pub mod tls;
 
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]

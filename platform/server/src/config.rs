@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet_config::{ConfigError, Env, Secret};
+use fleet_config::{ConfigError, Env, MutualTls, Secret};
 use fleet_discovery::DiscoveryConfig;
 use fleet_resilience::adaptive::AdaptiveConfig;
 
@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// TLS on the main HTTP listener (the edge): `TLS_CERT_FILE` and
     /// `TLS_KEY_FILE` (PEM), both or neither. Unset: plaintext.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Mutual TLS on the gRPC listener (`GRPC_TLS_CA_FILE`,
+    /// `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`; see [`MutualTls`]):
+    /// clients must present a certificate the CA signed. `None`: plaintext.
+    pub grpc_tls: Option<MutualTls>,
     /// A read-only token for the live streams (`/admin/stream`,
     /// `/hystrix.stream`), which also take the admin token; `VIEWER_TOKEN`,
     /// at least 16 characters. Unset: only the admin token opens them.
@@ -303,9 +307,14 @@ impl ServerConfig {
                 ));
             }
         };
+        let grpc_tls = MutualTls::from_env(env)?;
+        if let Some(t) = &grpc_tls {
+            crate::tls::check_grpc(t)?;
+        }
         let concurrency = concurrency(env)?;
         Ok(Self {
             tls,
+            grpc_tls,
             viewer_token,
             concurrency,
             http: HttpLimits::from_env(env)?,

@@ -277,7 +277,9 @@ impl ServiceHost {
             methods,
             self.metrics.admission(),
         );
-        let registrar = self.registrar(true).await;
+        // Consul's gRPC health check has no client certificate: with mTLS
+        // on, the agent checks the admin port's /readyz instead.
+        let registrar = self.registrar(self.config.grpc_tls.is_none()).await;
         let limits = self.config.grpc;
         let incoming =
             LimitedIncoming::new(listen::grpc_incoming(self.main), limits.max_connections);
@@ -315,7 +317,13 @@ impl ServiceHost {
                     .into_inner(),
             ))
             .into_inner();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.config.grpc_tls {
+            builder = builder
+                .tls_config(crate::tls::grpc_server_config(tls))
+                .map_err(|e| ServerError::Tls(crate::tls::TlsError::Grpc(e.to_string())))?;
+        }
+        let server = builder
             // HTTP/2 limits per connection: streams in flight, pings to
             // find dead peers, the header list's size.
             .max_concurrent_streams(limits.max_concurrent_streams)

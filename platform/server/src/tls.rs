@@ -5,7 +5,8 @@
 //! `TLS_CERT_FILE` (the chain, leaf first) and `TLS_KEY_FILE` (PKCS#8,
 //! PKCS#1 or SEC1) are read once at start-up; a file that cannot be read or
 //! parsed stops the service with an error naming the variable. Admin ports
-//! and internal gRPC stay plaintext on the private network.
+//! stay plaintext on the private network; internal gRPC can run mutual TLS
+//! with a shared CA ([`grpc_server_config`], `GRPC_TLS_*`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub enum TlsError {
         message: String,
     },
     /// TLS was asked of a gRPC server: only the public HTTP listener
-    /// terminates TLS (internal gRPC runs on the private network).
+    /// terminates TLS with `TLS_*` (internal gRPC uses `GRPC_TLS_*`).
     #[error(
         "TLS_CERT_FILE {path}: TLS is for the edge's HTTP listener; this gRPC server does not terminate TLS"
     )]
@@ -51,9 +52,36 @@ pub enum TlsError {
         /// The certificate file given.
         path: PathBuf,
     },
+    /// The gRPC server's mutual TLS could not be set up.
+    #[error("GRPC_TLS_*: {0}")]
+    Grpc(String),
     /// rustls refused the pair (e.g. the key does not match the leaf).
     #[error("TLS_CERT_FILE/TLS_KEY_FILE: {0}")]
     Config(#[source] rustls::Error),
+}
+
+/// A gRPC server's side of internal mutual TLS: its certificate, and the
+/// CA every client certificate must chain to (a client without one is
+/// refused in the handshake). See [`fleet_config::MutualTls`].
+pub fn grpc_server_config(tls: &fleet_config::MutualTls) -> tonic::transport::ServerTlsConfig {
+    tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &tls.cert_pem,
+            tls.key_pem(),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+}
+
+/// Loads the server side once at start, so files rustls cannot use fail
+/// there, naming the variable.
+///
+/// # Errors
+/// [`fleet_config::ConfigError`] about the certificate or CA file.
+pub fn check_grpc(tls: &fleet_config::MutualTls) -> Result<(), fleet_config::ConfigError> {
+    tonic::transport::Server::builder()
+        .tls_config(grpc_server_config(tls))
+        .map(drop)
+        .map_err(|e| tls.cert_error(format!("unusable as a server identity with this CA: {e}")))
 }
 
 /// A TLS acceptor for `files`.
