@@ -467,12 +467,16 @@ async fn the_schedule_is_kept_exactly_the_warm_up_is_left_out_and_a_ramp_rises()
 
     // 200/s for 3 s after a 1 s warm-up: exactly 600 measured requests,
     // each whole second within 3 % of 200, the warm-up's own 200 answered
-    // but counted apart, and an unloaded generator (almost) never late. A
-    // send is late after 1 ms; on this quiet 2-core VM the OS itself wakes
-    // a sleeping thread over 1 ms late for about 0.2 % of 5 ms sleeps
-    // (measured: 2 in 1,000), so up to 0.5 % late sends are the OS's, and
-    // a generator that falls behind on its own is late far more often.
-    let late = {
+    // but counted apart, and the generator late no more often than the OS
+    // makes any sleeping thread late. A send is late after 1 ms; on a
+    // quiet 2-core VM the OS itself wakes a sleeping thread over 1 ms late
+    // for about 0.2 % of 5 ms sleeps (measured: 2 in 1,000), but on a
+    // busy one far more (seen in CI beside a compile: 16 %), so the OS's
+    // share is measured alongside, by a bare thread keeping the same
+    // schedule, and the generator is judged against it.
+    let (late, control_late) = {
+        let control =
+            std::thread::spawn(|| bare_thread_late_wakes(200, Duration::from_secs(1), 600));
         let seen_before = edge.seen.load(Ordering::SeqCst);
         let (report, _) = run(&[
             "--target",
@@ -503,8 +507,12 @@ async fn the_schedule_is_kept_exactly_the_warm_up_is_left_out_and_a_ramp_rises()
             800,
             "warm-up and measured requests all reached the server"
         );
-        assert!(!report.generator_saturated, "{table}");
-        report.late.generator
+        let control_late = control.join().unwrap();
+        // A quiet machine: the generator must not call itself saturated.
+        if control_late <= 3 {
+            assert!(!report.generator_saturated, "{table}");
+        }
+        (report.late.generator, control_late)
     };
 
     // A 3 s linear ramp to 300/s within a 5 s run: rate(t) = 100·t, so the
@@ -540,10 +548,36 @@ async fn the_schedule_is_kept_exactly_the_warm_up_is_left_out_and_a_ramp_rises()
     // 50 + 150 + 250 + 300 + 300 due in all.
     assert_eq!(report.scheduled, 1050, "{}", report.table());
 
+    // The generator adds (almost) nothing to the OS's own lateness: a
+    // generator that does slow work between sends is late on most of them.
     assert!(
-        late * 200 <= 600,
-        "{late} of 600 sends late by the generator's own account"
+        late <= 2 * u64::from(control_late) + 3,
+        "{late} of 600 sends late by the generator's own account; a bare thread on the same \
+         schedule woke late {control_late} times"
     );
+}
+
+/// How many of `count` wake-ups at `rate`/s, after `skip` of the same
+/// schedule, a bare thread sleeping as the generator does wakes over 1 ms
+/// late: the OS's share of lateness on this machine right now.
+fn bare_thread_late_wakes(rate: u32, skip: Duration, count: u32) -> u32 {
+    let start = std::time::Instant::now();
+    let period = Duration::from_secs(1) / rate;
+    let first = u32::try_from(skip.as_nanos() / period.as_nanos()).unwrap();
+    let mut late = 0;
+    for i in 0..first + count {
+        let due = start + period * i;
+        while let Some(left) = due.checked_duration_since(std::time::Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left);
+        }
+        if i >= first && std::time::Instant::now().duration_since(due) > Duration::from_millis(1) {
+            late += 1;
+        }
+    }
+    late
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
