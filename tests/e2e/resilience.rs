@@ -615,9 +615,13 @@ async fn the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back(m
     // Hurt: an error, or a degraded part the catalog serves. A title's
     // `rating` part comes from the ratings service alone (seen in CI in
     // real mode: a few ratings reads over their budget on a cold Cassandra,
-    // before the kill) and says nothing about the catalog canary: counted
-    // and printed apart.
-    let ratings_only = |d: &String| d.contains("part: \"rating\"");
+    // before the kill), and so does a home page's `continue_watching` when
+    // it is the only row degraded (the catalog's batch feeds the top-rated
+    // row too, so a catalog failure degrades both; seen in CI on a loaded
+    // machine: one progress read over its budget). They say nothing about
+    // the catalog canary: counted and printed apart.
+    let ratings_only =
+        |d: &String| d.contains("part: \"rating\"") || d.contains("part: \"continue_watching\"");
     let hurt: Vec<_> = samples
         .iter()
         .filter_map(|s| match &s.result {
@@ -631,9 +635,9 @@ async fn the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back(m
     let rating_omitted = samples
         .iter()
         .filter(|s| {
-            s.result
-                .as_ref()
-                .is_ok_and(|(_, _, degraded)| degraded.iter().any(ratings_only))
+            s.result.as_ref().is_ok_and(|(_, _, degraded)| {
+                !degraded.is_empty() && degraded.iter().all(ratings_only)
+            })
         })
         .count();
     let success = 1.0 - hurt.len() as f64 / samples.len() as f64;
@@ -641,7 +645,7 @@ async fn the_only_canary_killed_at_100_per_second_its_sticky_cohort_falls_back(m
         "{mode:?}: kill -9 of the only 1.3 canary at 100 req/s (10 % home pages, sticky \
          50/50): {} requests, served by 1.3 before the kill: {homes_before} home pages and \
          {titles_before} titles; {canary_after} after; success {success:.4}, p99 {:?}; \
-         {rating_omitted} titles without their rating (the ratings service's part)",
+         {rating_omitted} answers missing only the ratings service's part",
         samples.len(),
         p99(&samples)
     );
