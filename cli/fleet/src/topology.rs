@@ -69,6 +69,13 @@ pub struct Backends {
     /// Where the route tables are in KV (`ROUTES_KV_PREFIX`); `None`:
     /// `fleet/routes/`.
     pub routes_kv_prefix: Option<String>,
+    /// A Toxiproxy API through which the instances call each other: each
+    /// gRPC instance gets a proxy named after it (`dal-1`, `ratings-2`,
+    /// `catalog-v13-1`) and its callers are given the proxy's address, so
+    /// game days can degrade one hop (`fleet gameday network --proxy
+    /// ratings`). Static discovery only: with Consul, instances register
+    /// their own addresses and callers reach them directly.
+    pub service_proxies: Option<String>,
 }
 
 impl Backends {
@@ -169,11 +176,25 @@ pub struct RegistryEntry {
     pub zone: String,
 }
 
+/// A Toxiproxy proxy in front of one instance ([`Backends::service_proxies`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceProxy {
+    /// The proxy's name: the instance id.
+    pub name: String,
+    /// The instance's service.
+    pub service: String,
+    /// Where the proxy listens (what callers are given).
+    pub listen: String,
+    /// The instance's own address.
+    pub upstream: String,
+}
+
 /// The running system.
 #[derive(Debug)]
 pub struct Topology {
     opts: TopologyOptions,
     tiers: Vec<Vec<RunningChild>>,
+    proxies: Vec<ServiceProxy>,
 }
 
 impl Topology {
@@ -187,6 +208,7 @@ impl Topology {
         let mut topo = Self {
             opts,
             tiers: Vec::new(),
+            proxies: Vec::new(),
         };
         match topo.start_tiers().await {
             Ok(()) => Ok(topo),
@@ -214,7 +236,7 @@ impl Topology {
             })
             .collect();
         self.start_tier(dal_specs).await?;
-        let dal_addrs = self.addrs("dal", false);
+        let dal_addrs = self.callee_addrs("dal", false).await?;
 
         let mut mid = Vec::new();
         for (version, count, tag) in [
@@ -246,6 +268,8 @@ impl Topology {
             ));
         }
         self.start_tier(mid).await?;
+        let catalog_addrs = self.callee_addrs("catalog", true).await?;
+        let ratings_addrs = self.callee_addrs("ratings", true).await?;
 
         let edge = self.spec(
             "edge",
@@ -259,8 +283,8 @@ impl Topology {
                         .map(|k| ("GAMEDAY_KEY".to_owned(), k.expose().to_owned())),
                 )
                 .chain([
-                    ("CATALOG_ADDRS".into(), self.addrs("catalog", true)),
-                    ("RATINGS_ADDRS".into(), self.addrs("ratings", true)),
+                    ("CATALOG_ADDRS".into(), catalog_addrs),
+                    ("RATINGS_ADDRS".into(), ratings_addrs),
                 ])
                 .collect(),
         );
@@ -342,6 +366,64 @@ impl Topology {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// What `service`'s callers are given: its instances' addresses, or
+    /// with [`Backends::service_proxies`] (and no Consul) the addresses of
+    /// proxies created in front of them.
+    async fn callee_addrs(
+        &mut self,
+        service: &str,
+        with_version: bool,
+    ) -> Result<String, TopologyError> {
+        let Some(api) = self
+            .opts
+            .backends
+            .service_proxies
+            .clone()
+            .filter(|_| self.opts.backends.consul.is_none())
+        else {
+            return Ok(self.addrs(service, with_version));
+        };
+        let api = crate::gameday::target::normalize_url(&api);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| TopologyError::Invalid(format!("HTTP client: {e}")))?;
+        let targets: Vec<(String, String, String)> = self
+            .instances()
+            .filter(|c| c.spec.service == service)
+            .map(|c| {
+                (
+                    c.spec.instance_id.clone(),
+                    c.bound.addr.to_string(),
+                    c.spec.version.clone(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (id, upstream, version) in targets {
+            let listen = crate::gameday::network::create_proxy(&http, &api, &id, &upstream)
+                .await
+                .map_err(|e| TopologyError::Invalid(format!("toxiproxy for {id}: {e}")))?;
+            out.push(if with_version {
+                format!("{listen}@{version}")
+            } else {
+                listen.clone()
+            });
+            self.proxies.push(ServiceProxy {
+                name: id,
+                service: service.to_owned(),
+                listen,
+                upstream,
+            });
+        }
+        Ok(out.join(","))
+    }
+
+    /// The proxies in front of instances ([`Backends::service_proxies`]).
+    pub fn service_proxies(&self) -> &[ServiceProxy] {
+        &self.proxies
     }
 
     /// Every instance, in start order.

@@ -79,13 +79,14 @@ pub struct UpArgs {
     /// Longest delay between restarts of an instance that keeps crashing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub restart_delay_max: Duration,
-    /// Route the dal's connections to Cassandra and Redis, and every
-    /// instance's to Consul, through this Toxiproxy (its API,
+    /// Route the dal's connections to Cassandra and Redis, every
+    /// instance's to Consul, and (with static discovery) the services'
+    /// calls to each other through this Toxiproxy (its API,
     /// `127.0.0.1:8474`; `scripts/backends up toxiproxy` runs one): proxies
-    /// `cassandra` (`cassandra-<n>` for further nodes), `redis` and
-    /// `consul` are (re)created on free loopback ports,
-    /// for `fleet gameday network --proxy …`. The API and proxies are
-    /// written to `run/toxiproxy.json`.
+    /// `cassandra` (`cassandra-<n>` for further nodes), `redis`, `consul`
+    /// and one per gRPC instance, named after it (`dal-1`, `ratings-2`, …),
+    /// are (re)created on free loopback ports, for `fleet gameday network
+    /// --proxy …`. The API and proxies are written to `run/toxiproxy.json`.
     #[arg(long, env = "TOXIPROXY_URL")]
     pub toxiproxy: Option<String>,
     /// Also run Jaeger and Prometheus: every instance exports its spans to
@@ -161,8 +162,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         redis_url: nonempty(&proxied.redis_url),
         consul: nonempty(&proxied.consul),
         routes_kv_prefix: nonempty(&proxied.consul).map(|_| args.routes_kv_prefix.clone()),
+        service_proxies: args.toxiproxy.clone(),
         ..Backends::default()
     };
+    if args.toxiproxy.is_some() && backends.consul.is_some() {
+        println!(
+            "fleet: --toxiproxy with Consul: instances register their own addresses, so calls \
+             between services do not pass the proxies (only the stores and Consul do)"
+        );
+    }
     let mut extra_env = Vec::new();
     // The default route tables, where every instance watches them (`fleet
     // route set` changes them live); a table already there is kept.
@@ -229,6 +237,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await
     .context("the system did not start")?;
     let elapsed = started.elapsed();
+    if args.toxiproxy.is_some() && !topo.service_proxies().is_empty() {
+        crate::gameday::network::record_service_proxies(
+            &run_dir.join("toxiproxy.json"),
+            topo.service_proxies(),
+        )?;
+    }
 
     let registry = topo.registry();
     let registry_path = run_dir.join("registry.json");

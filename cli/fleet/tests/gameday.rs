@@ -362,7 +362,38 @@ fn an_invalid_file_is_refused_with_its_place_and_nothing_runs() {
 
 #[test]
 fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
-    let up = FleetUp::start();
+    // The library runs on the real backends, with every call between
+    // services through Toxiproxy (the partition is a network one).
+    let (Some(nodes), Some(redis), Some(toxi_bin)) = (
+        backend("FLEET_TEST_SCYLLA_NODES"),
+        backend("FLEET_TEST_REDIS_URL"),
+        backend("FLEET_TEST_TOXIPROXY_BIN"),
+    ) else {
+        return;
+    };
+    let toxi = Toxiproxy::start(&toxi_bin);
+    let keyspace = format!("library_{:x}", std::process::id());
+    let redis_prefix = format!("library-{:x}:", std::process::id());
+    let up = FleetUp::start_with(
+        &["--toxiproxy", &toxi.url],
+        &[
+            ("SCYLLA_NODES", nodes.as_str()),
+            ("REDIS_URL", redis.as_str()),
+            ("SCYLLA_KEYSPACE", keyspace.as_str()),
+            ("REDIS_KEY_PREFIX", redis_prefix.as_str()),
+        ],
+    );
+    // Every gRPC instance has its proxy, and its callers use it.
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(up.data_dir().join("run/toxiproxy.json")).unwrap())
+            .unwrap();
+    for p in ["dal-1", "ratings-1", "ratings-2", "catalog-v13-1"] {
+        assert_eq!(
+            record["proxies"][p]["service"],
+            p.split('-').next().unwrap(),
+            "{record}"
+        );
+    }
 
     let ran = up.gameday("ratings-outage.json", &[]);
     ran.assert_held("ratings-outage.json");
@@ -433,9 +464,43 @@ fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
     );
     assert!(up.faults("catalog-v13-1").is_empty(), "rolled back");
 
+    let ran = up.gameday("ratings-hangs-for-edge.json", &[]);
+    ran.assert_held("ratings-hangs-for-edge.json");
+    assert!(up.faults("ratings-1").is_empty() && up.faults("ratings-2").is_empty());
+
+    // The network partition: both directions of both ratings proxies
+    // black-holed, then healed.
+    let edge_admin = up.admin("edge-1");
+    let ratings_failures = || {
+        metric_sum(
+            &edge_admin,
+            "fleet_rpc_client_errors_total",
+            "target=\"ratings\"",
+        ) + metric_sum(
+            &edge_admin,
+            "fleet_rpc_client_refused_total",
+            "target=\"ratings\"",
+        )
+    };
+    let failures_before = ratings_failures();
     let ran = up.gameday("partition-edge-ratings.json", &[]);
     ran.assert_held("partition-edge-ratings.json");
-    assert!(up.faults("ratings-1").is_empty() && up.faults("ratings-2").is_empty());
+    let first = &ran.journal["run"][0]["output"]["stdout"];
+    let first: Value = serde_json::from_str(first.as_str().unwrap()).unwrap();
+    let hit: Vec<&str> = first["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["proxy"].as_str().unwrap())
+        .collect();
+    assert_eq!(hit, ["ratings-1", "ratings-2"]);
+    assert_eq!(first["proxies"][0]["toxic"]["type"], "timeout");
+    // The partition was felt: the edge's calls to ratings failed (timed
+    // out, then refused by the open breaker), and were answered around.
+    let failed = ratings_failures() - failures_before;
+    eprintln!("partition: {failed} edge → ratings calls failed or refused, steady state held");
+    assert!(failed > 0.0, "nothing failed: was the partition real?");
+    assert!(toxi.toxics("ratings-1").is_empty() && toxi.toxics("ratings-2").is_empty());
 
     let ran = up.gameday("breaking-canary-hang.yaml", &[]);
     assert_eq!(ran.code, Some(1));
@@ -568,7 +633,7 @@ fn ctrl_c_mid_method_rolls_back_and_says_interrupted() {
     let rollback_file = up.data_dir().join("run/gameday-rollback.json");
     let mut runner = Command::new(fleet_bin())
         .args(["gameday", "run"])
-        .arg(repo().join("gamedays/partition-edge-ratings.json"))
+        .arg(repo().join("gamedays/ratings-hangs-for-edge.json"))
         .arg("--data-dir")
         .arg(up.data_dir())
         .arg("--journal")

@@ -331,49 +331,71 @@ pub async fn fleet(cmd: &FleetCommand, cx: &Context) -> Result<(i64, String), Ac
             done
         }
         FleetCommand::Network(a) => {
+            use crate::gameday::network as net;
             let api = cx.target.toxiproxy_api()?;
             let fault = a.fault();
-            match crate::gameday::network::toxic_body(
-                &format!(
-                    "gameday-{}-{}",
-                    fault.kind(),
-                    uuid::Uuid::new_v4()
-                        .simple()
-                        .to_string()
-                        .get(..8)
-                        .unwrap_or("0")
-                ),
-                &fault,
-                a.stream.name(),
-                a.toxicity,
-            ) {
-                Some(body) => {
-                    let toxic = body
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let created =
-                        crate::gameday::network::add_toxic(&cx.http, &api, &a.proxy, body)
+            // `--proxy ratings` is every ratings instance's proxy; an exact
+            // name is that proxy alone.
+            let known = net::list_proxies(&cx.http, &api)
+                .await
+                .map_err(|e| ActivityError::Http(e.to_string()))?;
+            let proxies = net::matching_proxies(&a.proxy, known.iter().map(String::as_str));
+            if proxies.is_empty() {
+                return Err(ActivityError::Http(format!(
+                    "Toxiproxy has no proxy {0} or {0}-… (it has: {1})",
+                    a.proxy,
+                    known.join(", ")
+                )));
+            }
+            let mut done = Vec::new();
+            for proxy in proxies {
+                match net::toxic_body(
+                    &format!(
+                        "gameday-{}-{}",
+                        fault.kind(),
+                        uuid::Uuid::new_v4()
+                            .simple()
+                            .to_string()
+                            .get(..8)
+                            .unwrap_or("0")
+                    ),
+                    &fault,
+                    a.stream.name(),
+                    a.toxicity,
+                ) {
+                    Some(body) => {
+                        let toxic = body
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        let created = net::add_toxic(&cx.http, &api, &proxy, body)
                             .await
                             .map_err(|e| ActivityError::Http(e.to_string()))?;
-                    cx.undo.push(UndoStep::RemoveToxic {
-                        api,
-                        proxy: a.proxy.clone(),
-                        toxic,
-                    });
-                    json!({"proxy": a.proxy, "toxic": created})
+                        cx.undo.push(UndoStep::RemoveToxic {
+                            api: api.clone(),
+                            proxy: proxy.clone(),
+                            toxic,
+                        });
+                        done.push(json!({"proxy": proxy, "toxic": created}));
+                    }
+                    None => {
+                        net::set_enabled(&cx.http, &api, &proxy, false)
+                            .await
+                            .map_err(|e| ActivityError::Http(e.to_string()))?;
+                        cx.undo.push(UndoStep::EnableProxy {
+                            api: api.clone(),
+                            proxy: proxy.clone(),
+                        });
+                        done.push(json!({"proxy": proxy, "enabled": false}));
+                    }
                 }
-                None => {
-                    crate::gameday::network::set_enabled(&cx.http, &api, &a.proxy, false)
-                        .await
-                        .map_err(|e| ActivityError::Http(e.to_string()))?;
-                    cx.undo.push(UndoStep::EnableProxy {
-                        api,
-                        proxy: a.proxy.clone(),
-                    });
-                    json!({"proxy": a.proxy, "enabled": false})
-                }
+            }
+            // One proxy: its own record, as before; several: the list.
+            if done.len() == 1 {
+                done.swap_remove(0)
+            } else {
+                json!({"proxies": done})
             }
         }
         FleetCommand::ProbeLoad(a) => return load_probe(a, cx).await,

@@ -416,7 +416,10 @@ fn parse_proxy(s: &str) -> Result<String, String> {
 #[command(group = clap::ArgGroup::new("net_fault").required(true)
     .args(["latency", "bandwidth_kbps", "timeout", "reset_peer", "slicer", "down"]))]
 pub struct NetworkArgs {
-    /// The proxy (`cassandra`, `redis`, `consul` under `fleet up --toxiproxy`).
+    /// The proxy (`cassandra`, `redis`, `consul`, or an instance such as
+    /// `ratings-1` under `fleet up --toxiproxy`); a name also means its
+    /// numbered ones: `ratings` is every `ratings-…` proxy, `cassandra`
+    /// every node's.
     #[arg(long, value_parser = parse_proxy)]
     pub proxy: String,
     /// Add this latency (`200ms`).

@@ -370,7 +370,7 @@ pub async fn proxy_stores(
         None => None,
     };
     if proxies.is_empty() {
-        println!("fleet: --toxiproxy: no Cassandra, Redis or Consul configured, nothing to proxy");
+        println!("fleet: --toxiproxy: no Cassandra, Redis or Consul configured, no store proxied");
     }
     for (name, p) in &proxies {
         println!(
@@ -391,9 +391,103 @@ pub async fn proxy_stores(
     })
 }
 
+/// Adds the proxies in front of instances to `fleet up`'s record
+/// (`run/toxiproxy.json`, written by [`proxy_stores`]), each with its
+/// service, and prints them.
+///
+/// # Errors
+/// When the record cannot be read or written.
+pub fn record_service_proxies(
+    record: &std::path::Path,
+    proxies: &[crate::topology::ServiceProxy],
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text =
+        std::fs::read(record).with_context(|| format!("failed to read {}", record.display()))?;
+    let mut v: Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not JSON", record.display()))?;
+    let map = v
+        .get_mut("proxies")
+        .and_then(Value::as_object_mut)
+        .with_context(|| format!("{} has no proxies", record.display()))?;
+    for p in proxies {
+        println!("fleet: toxiproxy {}: {} → {}", p.name, p.listen, p.upstream);
+        map.insert(
+            p.name.clone(),
+            json!({"listen": p.listen, "upstream": p.upstream, "service": p.service}),
+        );
+    }
+    std::fs::write(record, serde_json::to_vec_pretty(&v)?)
+        .with_context(|| format!("failed to write {}", record.display()))
+}
+
+/// The proxies `--proxy NAME` means, out of those Toxiproxy has: `NAME`
+/// itself, and every `NAME-…` (`ratings` → `ratings-1`, `ratings-2`;
+/// `cassandra` → `cassandra`, `cassandra-2`; `catalog-v13` → its
+/// instances). Sorted; empty when none matches.
+pub fn matching_proxies<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let prefix = format!("{name}-");
+    let mut out: Vec<String> = known
+        .into_iter()
+        .filter(|k| *k == name || k.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out
+}
+
+/// The names of every proxy Toxiproxy has (`GET /proxies`).
+///
+/// # Errors
+/// [`ToxiproxyError`].
+pub async fn list_proxies(
+    http: &reqwest::Client,
+    api: &str,
+) -> Result<Vec<String>, ToxiproxyError> {
+    let all = call(
+        http,
+        reqwest::Method::GET,
+        format!("{api}/proxies"),
+        None,
+        "list proxies",
+        &[200],
+    )
+    .await?;
+    Ok(all
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_means_itself_and_its_numbered_instances_only() {
+        let known = [
+            "cassandra",
+            "cassandra-2",
+            "ratings-1",
+            "ratings-2",
+            "ratingsx-1",
+            "catalog-v12-1",
+            "catalog-v13-1",
+            "redis",
+        ];
+        assert_eq!(
+            matching_proxies("ratings", known),
+            ["ratings-1", "ratings-2"]
+        );
+        assert_eq!(
+            matching_proxies("cassandra", known),
+            ["cassandra", "cassandra-2"]
+        );
+        assert_eq!(matching_proxies("catalog-v13", known), ["catalog-v13-1"]);
+        assert_eq!(matching_proxies("ratings-2", known), ["ratings-2"]);
+        assert!(matching_proxies("consul", known).is_empty());
+        assert!(matching_proxies("rat", known).is_empty());
+    }
 
     #[test]
     fn consul_addresses_become_proxy_upstreams() {
