@@ -236,6 +236,7 @@ impl System {
                     redis_key_prefix: Some(format!("{}:", unique_name("e2e"))),
                     consul: Some(agent.http_addr().to_string()),
                     routes_kv_prefix: Some("fleet/routes/".into()),
+                    service_proxies: None,
                 };
                 (backends, Some(agent))
             }
