@@ -31,9 +31,22 @@ pub struct DashboardArgs {
     /// Token to read instances' fault rules (default: `fleet up`'s).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<fleet_config::Secret>,
+    /// Token the dashboard's data (`/api/view`, `/dashboard.stream`,
+    /// `/turbine.stream`) requires, at least 16 characters: open the page
+    /// as `/?access_token=<token>`. Required for a non-loopback `--addr`.
+    #[arg(long, env = "DASHBOARD_VIEWER_TOKEN", hide_env_values = true, value_parser = parse_viewer_token)]
+    pub viewer_token: Option<fleet_config::Secret>,
     /// `?delay=` asked of every instance's `/hystrix.stream`, 100ms–10s.
     #[arg(long, default_value = "500ms", value_parser = parse_delay)]
     pub stream_delay: Duration,
+}
+
+fn parse_viewer_token(s: &str) -> Result<fleet_config::Secret, String> {
+    if s.len() >= 16 {
+        Ok(fleet_config::Secret::new(s))
+    } else {
+        Err("at least 16 characters".into())
+    }
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -77,6 +90,7 @@ pub fn config(args: &DashboardArgs) -> anyhow::Result<Config> {
     let mut config = Config::new(args.addr, source);
     config.routes = Some(routes);
     config.admin_token = admin_token;
+    config.viewer_token = args.viewer_token.clone();
     config.stream_delay = args.stream_delay;
     Ok(config)
 }
@@ -121,6 +135,7 @@ pub async fn start_beside_up(
         consul: None,
         data_dir: data_dir.to_path_buf(),
         admin_token: None,
+        viewer_token: None,
         stream_delay: Duration::from_millis(500),
     };
     let started = match config(&args) {

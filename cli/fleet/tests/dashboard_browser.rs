@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
+/// What `fleet dashboard --viewer-token` is given here.
+const VIEWER_TOKEN: &str = "browser-viewer-token-0123456789";
+
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
@@ -220,6 +223,8 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
             &data_dir,
             "--stream-delay",
             "200ms",
+            "--viewer-token",
+            VIEWER_TOKEN,
         ],
         |l| l.starts_with("dashboard: http://"),
     )
@@ -228,7 +233,22 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
         let mut lines = dash_out;
         while let Ok(Some(_)) = lines.next_line().await {}
     });
-    let page = line.split_whitespace().nth(1).unwrap().to_owned();
+    let base = line.split_whitespace().nth(1).unwrap().to_owned();
+    // The data is behind the viewer token; the page passes on the one it
+    // was opened with.
+    let http = reqwest::Client::new();
+    for path in ["api/view", "turbine.stream", "dashboard.stream"] {
+        let refused = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path} without the token");
+    }
+    let view = http
+        .get(format!("{base}api/view"))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(view.status(), 200);
+    let page = format!("{base}?access_token={VIEWER_TOKEN}");
 
     let registry: Vec<Value> =
         serde_json::from_slice(&std::fs::read(data.path().join("run/registry.json")).unwrap())

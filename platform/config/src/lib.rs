@@ -89,6 +89,20 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `given` is this credential, compared in constant time (how
+    /// long it takes says nothing of how much matched).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if given.len() != expected.len() {
+            return false;
+        }
+        given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -445,6 +459,10 @@ mod tests {
         ] {
             assert!(!printed.contains(token), "printed the token: {printed}");
         }
+        assert!(secret.matches(token.as_bytes()));
+        assert!(!secret.matches(b"s3cr3t-t0ken-0123456788"));
+        assert!(!secret.matches(b"s3cr3t-t0ken-012345678"));
+        assert!(!secret.matches(b""));
         // The environment's debug print still names what is set.
         assert!(format!("{e:?}").contains("ADMIN_TOKEN"));
     }

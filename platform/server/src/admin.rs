@@ -174,7 +174,7 @@ pub fn require_token(router: Router, token: Option<Secret>) -> Router {
         move |req: Request, next: Next| {
             let token = token.clone();
             async move {
-                let Some(expected) = token.as_ref().as_ref().map(Secret::expose) else {
+                let Some(expected) = token.as_ref().as_ref() else {
                     return error_response(
                         StatusCode::FORBIDDEN,
                         "admin_disabled",
@@ -187,9 +187,7 @@ pub fn require_token(router: Router, token: Option<Secret>) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
                 match given {
-                    Some(g) if constant_time_eq(g.as_bytes(), expected.as_bytes()) => {
-                        next.run(req).await
-                    }
+                    Some(g) if expected.matches(g.as_bytes()) => next.run(req).await,
                     _ => error_response(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
@@ -235,7 +233,7 @@ pub fn require_viewer(router: Router, admin: Option<Secret>, viewer: Option<Secr
                 let ok = given.is_some_and(|g| {
                     tokens
                         .iter()
-                        .fold(false, |ok, t| constant_time_eq(g.as_bytes(), t.expose().as_bytes()) | ok)
+                        .fold(false, |ok, t| t.matches(g.as_bytes()) | ok)
                 });
                 if ok {
                     next.run(req).await
@@ -249,24 +247,4 @@ pub fn require_viewer(router: Router, admin: Option<Secret>, viewer: Option<Secr
             }
         },
     ))
-}
-
-/// Compares without an early exit, so timing does not reveal a token.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abcdef", b"abcdef"));
-        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 }

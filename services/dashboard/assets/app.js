@@ -92,7 +92,16 @@
       (v.discovery_error ? " · " + v.discovery_error : "") + " · " + new Date(v.time_ms).toLocaleTimeString();
   }
 
-  var source = new EventSource("/dashboard.stream");
+  // A dashboard with a viewer token is opened as /?access_token=…: the
+  // streams and links carry it on (EventSource cannot send headers).
+  var token = new URLSearchParams(window.location.search).get("access_token");
+  var withToken = function (path) {
+    return token ? path + (path.indexOf("?") < 0 ? "?" : "&") + "access_token=" + encodeURIComponent(token) : path;
+  };
+  document.querySelectorAll("a[data-data-link]").forEach(function (a) {
+    a.setAttribute("href", withToken(a.getAttribute("href")));
+  });
+  var source = new EventSource(withToken("/dashboard.stream"));
   source.onmessage = function (e) {
     try { render(JSON.parse(e.data)); } catch (err) { statusEl.textContent = "bad update: " + err; }
   };

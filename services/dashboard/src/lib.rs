@@ -49,6 +49,13 @@ pub struct Config {
     pub routes: Option<RouteStore>,
     /// Token for reading instances' fault rules (`None`: not shown).
     pub admin_token: Option<fleet_config::Secret>,
+    /// What the data routes (`/api/view`, `/dashboard.stream`,
+    /// `/turbine.stream`) require, as `Authorization: Bearer` or
+    /// `?access_token=` (the page passes on the one it was opened with):
+    /// they show every instance's state and fault rules, which the
+    /// instances themselves give only for a token. `None`: open, allowed
+    /// only on a loopback address.
+    pub viewer_token: Option<fleet_config::Secret>,
     /// `?delay=` asked of every instance's stream; default 500 ms.
     pub stream_delay: Duration,
     /// How often the instance list is re-read; default 2 s.
@@ -63,6 +70,7 @@ impl Config {
             source,
             routes: None,
             admin_token: None,
+            viewer_token: None,
             stream_delay: Duration::from_millis(500),
             discovery_interval: Duration::from_secs(2),
         }
@@ -84,6 +92,15 @@ pub enum DashboardError {
     /// The HTTP server failed.
     #[error("the dashboard's HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// Asked to serve beyond loopback with no viewer token.
+    #[error(
+        "the dashboard on {addr} would show every instance's state and fault rules to anyone \
+         who can reach it: give it a viewer token, or bind a loopback address"
+    )]
+    Unprotected {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// The HTTP client could not be built.
     #[error("failed to build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -107,8 +124,12 @@ impl Dashboard {
     /// Binds the listener (port 0 picks a free one).
     ///
     /// # Errors
-    /// [`DashboardError::Bind`].
+    /// [`DashboardError::Bind`]; [`DashboardError::Unprotected`] for a
+    /// non-loopback address without a viewer token.
     pub async fn bind(config: Config) -> Result<Self, DashboardError> {
+        if config.viewer_token.is_none() && !config.addr.ip().is_loopback() {
+            return Err(DashboardError::Unprotected { addr: config.addr });
+        }
         let listener =
             TcpListener::bind(config.addr)
                 .await
@@ -163,6 +184,7 @@ impl Dashboard {
             hub,
             view: rx,
             stop: stop.clone(),
+            viewer_token: self.config.viewer_token.clone(),
         });
         tracing::info!(addr = %self.addr, source = %source_name, "listening");
         axum::serve(self.listener, app)

@@ -37,10 +37,21 @@ pub struct WebState {
     pub view: watch::Receiver<Arc<View>>,
     /// Cancelled at shutdown: open streams end, so the server can stop.
     pub stop: CancellationToken,
+    /// Required by the data routes when set ([`crate::Config::viewer_token`]).
+    pub viewer_token: Option<fleet_config::Secret>,
 }
 
-/// Every route of the dashboard.
+/// Every route of the dashboard: the page and its assets (static, no
+/// data) and `/healthz` open, the data behind the viewer token.
 pub fn router(state: WebState) -> Router {
+    let data = Router::new()
+        .route("/api/view", get(view_json))
+        .route("/dashboard.stream", get(dashboard_stream))
+        .route("/turbine.stream", get(turbine_stream))
+        .layer(axum::middleware::from_fn_with_state(
+            state.viewer_token.clone(),
+            require_viewer,
+        ));
     Router::new()
         .route(
             "/",
@@ -58,10 +69,47 @@ pub fn router(state: WebState) -> Router {
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
-        .route("/api/view", get(view_json))
-        .route("/dashboard.stream", get(dashboard_stream))
-        .route("/turbine.stream", get(turbine_stream))
+        .merge(data)
         .with_state(state)
+}
+
+/// The viewer token as `Authorization: Bearer` or `?access_token=`
+/// (EventSource cannot send headers), compared in constant time.
+async fn require_viewer(
+    State(token): State<Option<fleet_config::Secret>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let query = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+    });
+    if header
+        .or(query)
+        .is_some_and(|g| token.matches(g.as_bytes()))
+    {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {
+                "code": "unauthorized",
+                "message": "missing or wrong viewer token (Authorization: Bearer <token>, or ?access_token=)",
+                "request_id": "",
+            }})),
+        )
+            .into_response()
+    }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
