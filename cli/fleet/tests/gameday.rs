@@ -364,25 +364,9 @@ fn an_invalid_file_is_refused_with_its_place_and_nothing_runs() {
 fn the_library_holds_its_steady_states_and_the_breaking_one_aborts_itself() {
     // The library runs on the real backends, with every call between
     // services through Toxiproxy (the partition is a network one).
-    let (Some(nodes), Some(redis), Some(toxi_bin)) = (
-        backend("FLEET_TEST_SCYLLA_NODES"),
-        backend("FLEET_TEST_REDIS_URL"),
-        backend("FLEET_TEST_TOXIPROXY_BIN"),
-    ) else {
+    let Some((up, toxi, _)) = fleet_up_on_real_backends_through_toxiproxy("library") else {
         return;
     };
-    let toxi = Toxiproxy::start(&toxi_bin);
-    let keyspace = format!("library_{:x}", std::process::id());
-    let redis_prefix = format!("library-{:x}:", std::process::id());
-    let up = FleetUp::start_with(
-        &["--toxiproxy", &toxi.url],
-        &[
-            ("SCYLLA_NODES", nodes.as_str()),
-            ("REDIS_URL", redis.as_str()),
-            ("SCYLLA_KEYSPACE", keyspace.as_str()),
-            ("REDIS_KEY_PREFIX", redis_prefix.as_str()),
-        ],
-    );
     // Every gRPC instance has its proxy, and its callers use it.
     let record: Value =
         serde_json::from_slice(&std::fs::read(up.data_dir().join("run/toxiproxy.json")).unwrap())
@@ -765,6 +749,33 @@ impl Toxiproxy {
     }
 }
 
+/// `fleet up --toxiproxy` on the real Cassandra and Redis (a keyspace and
+/// key prefix of its own, named from `name`), with a Toxiproxy of its
+/// own; `None` (skipped, or failed under CI) without those backends.
+/// Also returns the Cassandra contact points.
+fn fleet_up_on_real_backends_through_toxiproxy(name: &str) -> Option<(FleetUp, Toxiproxy, String)> {
+    let (Some(nodes), Some(redis), Some(toxi_bin)) = (
+        backend("FLEET_TEST_SCYLLA_NODES"),
+        backend("FLEET_TEST_REDIS_URL"),
+        backend("FLEET_TEST_TOXIPROXY_BIN"),
+    ) else {
+        return None;
+    };
+    let toxi = Toxiproxy::start(&toxi_bin);
+    let keyspace = format!("{name}_{:x}", std::process::id());
+    let redis_prefix = format!("{name}-{:x}:", std::process::id());
+    let up = FleetUp::start_with(
+        &["--toxiproxy", &toxi.url],
+        &[
+            ("SCYLLA_NODES", nodes.as_str()),
+            ("REDIS_URL", redis.as_str()),
+            ("SCYLLA_KEYSPACE", keyspace.as_str()),
+            ("REDIS_KEY_PREFIX", redis_prefix.as_str()),
+        ],
+    );
+    Some((up, toxi, nodes))
+}
+
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -774,23 +785,9 @@ impl Drop for Toxiproxy {
 
 #[test]
 fn store_faults_through_toxiproxy_hold_on_cassandra_and_redis() {
-    let (Some(nodes), Some(redis), Some(toxi_bin)) = (
-        backend("FLEET_TEST_SCYLLA_NODES"),
-        backend("FLEET_TEST_REDIS_URL"),
-        backend("FLEET_TEST_TOXIPROXY_BIN"),
-    ) else {
+    let Some((up, toxi, nodes)) = fleet_up_on_real_backends_through_toxiproxy("gameday") else {
         return;
     };
-    let toxi = Toxiproxy::start(&toxi_bin);
-    let keyspace = format!("gameday_{:x}", std::process::id());
-    let up = FleetUp::start_with(
-        &["--toxiproxy", &toxi.url],
-        &[
-            ("SCYLLA_NODES", nodes.as_str()),
-            ("REDIS_URL", redis.as_str()),
-            ("SCYLLA_KEYSPACE", keyspace.as_str()),
-        ],
-    );
     let record: Value =
         serde_json::from_slice(&std::fs::read(up.data_dir().join("run/toxiproxy.json")).unwrap())
             .unwrap();

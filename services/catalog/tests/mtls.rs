@@ -105,7 +105,7 @@ async fn dal(data: &Path, tls: &[PathBuf; 3]) -> Running {
         ("SHUTDOWN_GRACE", "2s".into()),
     ];
     env.extend(tls_env(tls));
-    let env = Env::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let env = env_of(&env);
     let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
         .await
         .unwrap();
@@ -127,12 +127,16 @@ fn catalog_env(dal: std::net::SocketAddr, tls: Option<&[PathBuf; 3]>) -> Env {
         ("SHUTDOWN_GRACE", "2s".into()),
     ];
     env.extend(tls.into_iter().flat_map(tls_env));
-    Env::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())))
+    env_of(&env)
 }
 
-async fn catalog(dal: std::net::SocketAddr, tls: &[PathBuf; 3]) -> Running {
-    let env = catalog_env(dal, Some(tls));
-    let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(&env).unwrap())
+fn env_of(pairs: &[(&str, String)]) -> Env {
+    Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+}
+
+/// A catalog started from `env` on its own task.
+async fn catalog_from(env: &Env) -> Running {
+    let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(env).unwrap())
         .await
         .unwrap();
     let (grpc, stop) = (app.grpc_addr(), app.shutdown_token());
@@ -171,7 +175,7 @@ async fn every_hop_runs_mutual_tls_and_every_way_around_it_is_refused() {
     let dal_files = ca.issue(dir.path(), "dal");
     let catalog_files = ca.issue(dir.path(), "catalog");
     let dal = dal(data.path(), &dal_files).await;
-    let catalog = catalog(dal.grpc, &catalog_files).await;
+    let catalog = catalog_from(&catalog_env(dal.grpc, Some(&catalog_files))).await;
 
     // The whole chain: client → catalog → dal, each hop with certificates.
     let good = client(&catalog, Some(ca.tls(dir.path(), "edge")));
@@ -192,16 +196,7 @@ async fn every_hop_runs_mutual_tls_and_every_way_around_it_is_refused() {
 
     // A server whose certificate names another service (the dal's key
     // answering as a catalog): refused by the client.
-    let impostor_env = catalog_env(dal.grpc, Some(&dal_files));
-    let impostor =
-        fleet_catalog::App::build(fleet_catalog::Config::from_env(&impostor_env).unwrap())
-            .await
-            .unwrap();
-    let impostor = Running {
-        grpc: impostor.grpc_addr(),
-        stop: impostor.shutdown_token(),
-        task: tokio::spawn(impostor.run()),
-    };
+    let impostor = catalog_from(&catalog_env(dal.grpc, Some(&dal_files))).await;
     let fooled = client(&impostor, Some(ca.tls(dir.path(), "edge")));
     assert!(fooled.get_title("t00001", opts()).await.is_err());
     // …while the same client reaches the real catalog.
