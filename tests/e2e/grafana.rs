@@ -10,14 +10,9 @@
 use fleet_tests::{free_addr, urlencode};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -140,48 +135,15 @@ async fn every_panel_query_runs_on_a_real_prometheus_scraping_fleet_up() {
     let data = tempfile::tempdir().unwrap();
     let edge = free_addr();
     let prom = free_addr();
-    let mut child = Command::new(fleet_tests::bin_dir().join("fleet"))
-        .args([
-            "up",
-            "--edge-addr",
-            &edge,
-            "--dashboard",
-            "off",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .args([
-            "--observability",
-            "--prometheus-addr",
-            &prom,
-            "--prometheus-bin",
-            &prometheus,
-        ])
-        .args(["--jaeger-bin", &jaeger, "--jaeger-otlp-addr", &free_addr()])
-        .args(["--jaeger-ui-addr", &free_addr()])
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("SCYLLA_NODES")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("jaeger: ") {
-                return true;
-            }
-        }
-        false
-    })
+    let up = fleet_tests::ObservedFleetUp::start(
+        &[],
+        &edge,
+        &prom,
+        &free_addr(),
+        (&jaeger, &prometheus),
+        data.path(),
+    )
     .await;
-    assert!(
-        matches!(ready, Ok(true)),
-        "fleet up --observability did not start"
-    );
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     // Traffic for a while: titles and home pages; in the middle, every
     // catalog and ratings call fails for a few seconds (abort UNAVAILABLE
@@ -334,16 +296,7 @@ async fn every_panel_query_runs_on_a_real_prometheus_scraping_fleet_up() {
         }
     }
 
-    kill(
-        Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "fleet up exited with {status}");
+    up.stop().await;
 }
 
 /// True when `name` (`fleet_<stem>[_total]`) is registered by the code:

@@ -12,14 +12,9 @@
 
 use fleet_tests::{free_addr, urlencode};
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// The string value of a Jaeger span tag.
 fn tag<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
@@ -43,56 +38,24 @@ async fn one_title_request_is_one_trace_across_edge_catalog_and_dal_in_jaeger() 
     let edge = free_addr();
     let ui = free_addr();
     let prometheus_addr = free_addr();
-    let mut child = Command::new(fleet_tests::bin_dir().join("fleet"))
-        .args([
-            "up",
-            "--edge-addr",
-            &edge,
-            "--dashboard",
-            "off",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .args([
+    let up = fleet_tests::ObservedFleetUp::start(
+        &[
             "--catalog-v1-2",
             "1",
             "--catalog-v1-3",
             "0",
             "--catalog-v2",
             "0",
-        ])
-        .args(["--ratings", "1", "--observability"])
-        .args([
-            "--prometheus-addr",
-            &prometheus_addr,
-            "--prometheus-bin",
-            &prometheus,
-        ])
-        .args(["--jaeger-bin", &jaeger, "--jaeger-otlp-addr", &free_addr()])
-        .args(["--jaeger-ui-addr", &ui])
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("SCYLLA_NODES")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("jaeger: ") {
-                return true;
-            }
-        }
-        false
-    })
+            "--ratings",
+            "1",
+        ],
+        &edge,
+        &prometheus_addr,
+        &ui,
+        (&jaeger, &prometheus),
+        data.path(),
+    )
     .await;
-    assert!(
-        matches!(ready, Ok(true)),
-        "fleet up --observability did not start"
-    );
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let request_id = format!("trace-e2e-{}", std::process::id());
     let http = reqwest::Client::new();
@@ -225,16 +188,7 @@ async fn one_title_request_is_one_trace_across_edge_catalog_and_dal_in_jaeger() 
         server_spans.len()
     );
 
-    kill(
-        Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "fleet up exited with {status}");
+    up.stop().await;
 }
 
 /// The trace whose spans carry `request_id`, once Jaeger has spans of

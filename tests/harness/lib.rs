@@ -15,7 +15,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod consul;
+mod observed;
 pub mod rehearse;
+
+pub use observed::ObservedFleetUp;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
