@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fleet_rpc::RouteTable;
 
-use crate::consul::{ConsulClient, ConsulError};
+use fleet_consul::{ConsulClient, ConsulError};
 
 /// A route-store operation that failed.
 #[derive(Debug, thiserror::Error)]

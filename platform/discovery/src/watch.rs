@@ -10,8 +10,8 @@ use std::time::Duration;
 use fleet_rpc::{Instance, InstanceId, RouteTable};
 use tokio::sync::watch;
 
-use crate::consul::{ConsulClient, Indexed, ServiceEntry};
 use crate::metrics::DiscoveryMetrics;
+use fleet_consul::{ConsulClient, Indexed, ServiceEntry};
 
 /// A live route table (`None`: no table, every eligible instance).
 pub type RouteReceiver = watch::Receiver<Option<Arc<RouteTable>>>;

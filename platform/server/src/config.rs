@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_config::{ConfigError, Env, MutualTls, Secret};
-use fleet_discovery::DiscoveryConfig;
+use fleet_consul::DiscoveryConfig;
 use fleet_resilience::adaptive::AdaptiveConfig;
 
 /// Who this instance is: what discovery, metrics and logs call it.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use fleet_discovery::{InstanceInfo, Registrar};
+use fleet_consul::{InstanceInfo, Registrar};
 use fleet_metrics::Metrics;
 use fleet_resilience::adaptive::AdaptiveLimiter;
 use fleet_resilience::fault::{self, FaultTable, GrpcFaultLayer};
