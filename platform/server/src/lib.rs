@@ -17,6 +17,7 @@ pub mod conn_limit;
 pub mod entry;
 pub mod exempt;
 pub mod grpc_context;
+mod handler_error;
 pub mod host;
 pub mod http;
 pub mod hystrix;
@@ -29,5 +30,6 @@ pub mod tls;
 
 pub use config::{GrpcLimits, HttpLimits, Identity, ServerConfig};
 pub use grpc_context::{GrpcContext, GrpcContextLayer};
+pub use handler_error::HandlerError;
 pub use host::{ServerError, ServiceHost};
 pub use readiness::{Readiness, ReadinessCheck};
