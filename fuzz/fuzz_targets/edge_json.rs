@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(ApiJson(r)) => {
                 assert_eq!(field(body, "stars"), f64::from(r.stars));
                 match extract::stars(r.stars) {
-                    Ok(s) => assert!((1..=5).contains(&s)),
+                    Ok(s) => assert!((1..=5).contains(&s.get())),
                     Err(e) => assert_eq!(e.status.as_u16(), 422),
                 }
                 None
@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(ApiJson(p)) => {
                 assert_eq!(field(body, "position_s"), f64::from(p.position_s));
                 match extract::position(p.position_s) {
-                    Ok(s) => assert!(s <= 86_400),
+                    Ok(s) => assert!(s.get() <= 86_400),
                     Err(e) => assert_eq!(e.status.as_u16(), 422),
                 }
                 None

@@ -74,8 +74,8 @@ fuzz_target!(|data: &[u8]| {
     let result = if pick % 2 == 0 {
         fleet_fuzz::block_on(ApiQuery::<ListQuery>::from_request_parts(&mut parts, &())).and_then(
             |ApiQuery(q)| {
-                let genre = extract::genre(q.genre.as_deref())?.map(str::to_owned);
-                let limit = extract::limit(q.limit.as_deref())?;
+                let genre = extract::genre(q.genre)?.map(String::from);
+                let limit = extract::limit(q.limit.as_deref())?.get();
                 let cursor = extract::cursor(q.cursor.as_deref())?;
                 let pairs = fields(&query, &["genre", "limit", "cursor"]);
                 match (get(&pairs, "genre"), genre) {
@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
             &(),
         ))
         .and_then(|ApiQuery(q)| {
-            let limit = extract::limit(q.limit.as_deref())?;
+            let limit = extract::limit(q.limit.as_deref())?.get();
             let cursor = extract::cursor(q.cursor.as_deref())?;
             let pairs = fields(&query, &["limit", "cursor"]);
             check_limit_and_cursor(&pairs, limit, cursor);

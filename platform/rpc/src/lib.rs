@@ -21,6 +21,7 @@ mod config;
 mod dependency;
 pub mod endpoint;
 mod error;
+mod handler_error;
 mod instance;
 pub mod route;
 pub mod routing;
@@ -54,6 +55,7 @@ pub use classify::{
 pub use config::DependencyConfig;
 pub use dependency::Dependency;
 pub use error::{RpcError, Unavailable};
+pub use handler_error::HandlerError;
 pub use instance::{Instance, InstanceId, InstanceParseError, InstanceSource, parse_instances};
 pub use routing::{InvalidRouteTable, MajorMinor, RouteTable};
 pub use stack::RpcService;

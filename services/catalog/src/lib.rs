@@ -15,10 +15,8 @@
 mod app;
 pub mod badges;
 mod config;
-mod error;
 mod service;
 mod v2;
-mod validate;
 
 use std::process::ExitCode;
 

@@ -3,13 +3,13 @@
 use fleet_dal_client::{CallOptions, DalClient};
 use fleet_proto::catalog::v1 as pb;
 use fleet_proto::catalog::v1::catalog_server::Catalog;
+use fleet_rpc::HandlerError;
+use fleet_types::{Genre, PageToken, TitleId, field};
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::{Span, instrument};
 
 use crate::badges::badges;
-use crate::error::CatalogError;
-use crate::validate;
 
 /// What a release of interface 1 does beyond 1.2's baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,10 +63,13 @@ impl CatalogService {
         }
     }
 
-    async fn title(&self, req: pb::GetTitleRequest) -> Result<pb::GetTitleResponse, CatalogError> {
-        validate::id("id", &req.id)?;
-        Span::current().record("id", req.id.as_str());
-        let title = self.dal.get_title(&req.id, CallOptions::default()).await?;
+    async fn title(&self, req: pb::GetTitleRequest) -> Result<pb::GetTitleResponse, HandlerError> {
+        let id: TitleId = field::id("id", req.id)?;
+        Span::current().record("id", id.as_str());
+        let title = self
+            .dal
+            .get_title(id.as_str(), CallOptions::default())
+            .await?;
         Ok(pb::GetTitleResponse {
             title: Some(self.present(title)),
         })
@@ -75,8 +78,8 @@ impl CatalogService {
     async fn batch(
         &self,
         req: pb::BatchGetTitlesRequest,
-    ) -> Result<pb::BatchGetTitlesResponse, CatalogError> {
-        validate::ids("ids", &req.ids)?;
+    ) -> Result<pb::BatchGetTitlesResponse, HandlerError> {
+        field::ids("ids", &req.ids)?;
         if req.ids.is_empty() {
             return Ok(pb::BatchGetTitlesResponse::default());
         }
@@ -92,14 +95,20 @@ impl CatalogService {
     async fn page(
         &self,
         req: pb::ListTitlesRequest,
-    ) -> Result<pb::ListTitlesResponse, CatalogError> {
-        let genre = validate::optional_name("genre", &req.genre)?;
+    ) -> Result<pb::ListTitlesResponse, HandlerError> {
+        let genre = field::genre(req.genre)?;
+        let genre = genre.as_ref().map(Genre::as_str);
         Span::current().record("genre", genre.unwrap_or_default());
-        let limit = validate::limit(req.limit)?;
-        let token = validate::page_token(&req.page_token)?;
+        let limit = field::limit(req.limit)?;
+        let token = field::page_token(req.page_token)?;
         let page = self
             .dal
-            .list_titles(genre, limit, token, CallOptions::default())
+            .list_titles(
+                genre,
+                limit.get(),
+                token.as_ref().map(PageToken::as_bytes),
+                CallOptions::default(),
+            )
             .await?;
         Ok(pb::ListTitlesResponse {
             titles: page.items.into_iter().map(|t| self.present(t)).collect(),
@@ -107,7 +116,7 @@ impl CatalogService {
         })
     }
 
-    async fn genres(&self) -> Result<pb::ListGenresResponse, CatalogError> {
+    async fn genres(&self) -> Result<pb::ListGenresResponse, HandlerError> {
         let genres = self.dal.list_genres(CallOptions::default()).await?;
         Ok(pb::ListGenresResponse {
             genres: genres

@@ -5,13 +5,13 @@
 use fleet_dal_client::{CallOptions, DalClient};
 use fleet_proto::catalog::v2 as pb;
 use fleet_proto::catalog::v2::catalog_server::Catalog;
+use fleet_rpc::HandlerError;
+use fleet_types::{TitleId, field};
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::{Span, instrument};
 
 use crate::badges::badges;
-use crate::error::CatalogError;
-use crate::validate;
 
 /// The fully qualified gRPC service 2.x serves.
 pub const GRPC_SERVICE: &str = "catalog.v2.Catalog";
@@ -28,12 +28,12 @@ impl CatalogV2Service {
         Self { dal }
     }
 
-    async fn title(&self, req: pb::GetTitleRequest) -> Result<pb::Title, CatalogError> {
-        validate::id("title_id", &req.title_id)?;
-        Span::current().record("id", req.title_id.as_str());
+    async fn title(&self, req: pb::GetTitleRequest) -> Result<pb::Title, HandlerError> {
+        let id: TitleId = field::id("title_id", req.title_id)?;
+        Span::current().record("id", id.as_str());
         let t = self
             .dal
-            .get_title(&req.title_id, CallOptions::default())
+            .get_title(id.as_str(), CallOptions::default())
             .await?;
         Ok(pb::Title {
             badges: badges(t.year, t.runtime_min),

@@ -180,10 +180,7 @@ impl DataAccess for DalService {
         &self,
         request: Request<pb::PutRatingRequest>,
     ) -> Result<Response<pb::PutRatingResponse>, Status> {
-        let rating = request
-            .into_inner()
-            .rating
-            .ok_or_else(|| Status::invalid_argument("rating is required"))?;
+        let rating = validate::required("rating", request.into_inner().rating)?;
         validate::id("rating.user_id", &rating.user_id)?;
         validate::id("rating.title_id", &rating.title_id)?;
         validate::stars(rating.stars)?;
@@ -275,10 +272,7 @@ impl DataAccess for DalService {
         &self,
         request: Request<pb::PutProgressRequest>,
     ) -> Result<Response<pb::PutProgressResponse>, Status> {
-        let p = request
-            .into_inner()
-            .progress
-            .ok_or_else(|| Status::invalid_argument("progress is required"))?;
+        let p = validate::required("progress", request.into_inner().progress)?;
         validate::id("progress.user_id", &p.user_id)?;
         validate::id("progress.title_id", &p.title_id)?;
         validate::position(p.position_s)?;

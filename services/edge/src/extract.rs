@@ -7,24 +7,20 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fleet_types::{Genre, IdError, Limit, PositionSeconds, Stars};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Longest id: `[A-Za-z0-9_-]{1,64}`.
-pub const MAX_ID_LEN: usize = 64;
-/// Largest page.
-pub const MAX_LIMIT: u32 = 100;
-/// Page size when none is asked for.
-pub const DEFAULT_LIMIT: u32 = 20;
-/// Longest cursor accepted (the services' page tokens are far shorter).
+pub use fleet_types::{DEFAULT_LIMIT, MAX_ID_LEN, MAX_LIMIT, MAX_POSITION_S, MAX_STARS, MIN_STARS};
+
+/// Longest cursor accepted, in characters. The edge's own bound on the
+/// base64url text, not the services' [`fleet_types::MAX_PAGE_TOKEN_LEN`]
+/// on the bytes: a cursor up to 1400 characters (1050 bytes) passes the
+/// edge, and the service refuses a token over 1024 bytes itself.
 pub const MAX_CURSOR_LEN: usize = 1400;
 /// Deepest JSON nesting when none is configured (`EDGE_MAX_JSON_DEPTH`).
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
-/// Stars allowed.
-pub const STARS: std::ops::RangeInclusive<u32> = 1..=5;
-/// Largest viewing position: a whole day, in seconds.
-pub const MAX_POSITION_S: u32 = 86_400;
 
 /// Path parameters, rejected with the JSON error shape.
 #[derive(Debug)]
@@ -215,56 +211,58 @@ fn is_json(v: Option<&axum::http::HeaderValue>) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// An id (`user`, `title`): `[A-Za-z0-9_-]{1,64}`.
+/// An id (`user`, `title`) by the id rule, as the id type it names.
+/// Refusals are worded for the API (`title id must be 1 to 64 characters
+/// long`), not as the gRPC services word them (`… is required`, `… is
+/// longer than 64 characters`).
 ///
 /// # Errors
 /// 400 naming the field.
-pub fn id(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
-        return Err(ApiError::bad_request(format!(
-            "{field} must be 1 to {MAX_ID_LEN} characters long"
-        )));
+pub fn id<T>(field: &str, value: String) -> Result<T, ApiError>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    T::try_from(value).map_err(|e| id_error(field, e))
+}
+
+fn id_error(field: &str, e: IdError) -> ApiError {
+    match e {
+        IdError::Empty | IdError::TooLong => {
+            ApiError::bad_request(format!("{field} must be 1 to {MAX_ID_LEN} characters long"))
+        }
+        IdError::Alphabet => ApiError::bad_request(format!("{field} {e}")),
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(format!(
-            "{field} may contain only letters, digits, '-' and '_'"
-        )));
-    }
-    Ok(())
 }
 
 /// A genre filter: absent or empty is every genre; otherwise like an id.
 ///
 /// # Errors
 /// 400.
-pub fn genre(value: Option<&str>) -> Result<Option<&str>, ApiError> {
-    match value {
-        None | Some("") => Ok(None),
-        Some(g) => id("genre", g).map(|()| Some(g)),
-    }
+pub fn genre(value: Option<String>) -> Result<Option<Genre>, ApiError> {
+    Genre::optional(value.unwrap_or_default()).map_err(|e| id_error("genre", e))
 }
 
-/// `limit`: absent is [`DEFAULT_LIMIT`]; otherwise 1..=[`MAX_LIMIT`].
+/// `limit`: absent is [`DEFAULT_LIMIT`]; otherwise a whole number in
+/// 1..=[`MAX_LIMIT`] (`0` is refused here: only the proto field reads 0 as
+/// the default).
 ///
 /// # Errors
 /// 400.
-pub fn limit(value: Option<&str>) -> Result<u32, ApiError> {
+pub fn limit(value: Option<&str>) -> Result<Limit, ApiError> {
     let Some(raw) = value else {
-        return Ok(DEFAULT_LIMIT);
+        return Ok(Limit::DEFAULT);
     };
-    match raw.parse::<u32>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(ApiError::bad_request(format!(
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
             "limit must be a whole number from 1 to {MAX_LIMIT}"
-        ))),
-    }
+        ))
+    })
 }
 
 /// `cursor`: absent or empty is the first page; otherwise the opaque
-/// base64url token from a previous page.
+/// base64url token from a previous page, at most [`MAX_CURSOR_LEN`]
+/// characters. The token's bytes go to the service as they are; its own
+/// page-token rule applies there.
 ///
 /// # Errors
 /// 400 for anything that is not such a token.
@@ -287,27 +285,21 @@ pub fn encode_cursor(token: &[u8]) -> String {
 /// Stars, 1..=5.
 ///
 /// # Errors
-/// 422.
-pub fn stars(value: u32) -> Result<u32, ApiError> {
-    if STARS.contains(&value) {
-        Ok(value)
-    } else {
-        Err(ApiError::unprocessable("stars must be from 1 to 5"))
-    }
+/// 422 (`stars must be from 1 to 5`; the services say `between 1 and 5`).
+pub fn stars(value: u32) -> Result<Stars, ApiError> {
+    Stars::try_from(value).map_err(|_| {
+        ApiError::unprocessable(format!("stars must be from {MIN_STARS} to {MAX_STARS}"))
+    })
 }
 
 /// A viewing position, 0..=86400 seconds.
 ///
 /// # Errors
-/// 422.
-pub fn position(value: u32) -> Result<u32, ApiError> {
-    if value <= MAX_POSITION_S {
-        Ok(value)
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "position_s must be from 0 to {MAX_POSITION_S}"
-        )))
-    }
+/// 422 (`position_s must be from 0 to 86400`).
+pub fn position(value: u32) -> Result<PositionSeconds, ApiError> {
+    PositionSeconds::try_from(value).map_err(|_| {
+        ApiError::unprocessable(format!("position_s must be from 0 to {MAX_POSITION_S}"))
+    })
 }
 
 #[cfg(test)]
@@ -315,27 +307,46 @@ mod tests {
     use super::*;
     use axum::http::StatusCode;
     use fleet_edge_client::model::RateRequest;
+    use fleet_types::{TitleId, UserId};
 
     #[test]
-    fn ids_follow_the_house_alphabet() {
-        assert!(id("user", "u00001").is_ok());
-        assert!(id("user", &"a".repeat(64)).is_ok());
-        for bad in ["", "a b", "a/b", "ü", "../x", &"a".repeat(65), "a\0"] {
+    fn ids_are_refused_in_the_apis_words() {
+        let user: UserId = id("user id", "u00001".to_owned()).unwrap();
+        assert_eq!(user.as_str(), "u00001");
+        assert!(id::<UserId>("user", "a".repeat(64)).is_ok());
+        for bad in ["", &"a".repeat(65)] {
+            let e = id::<UserId>("user id", bad.to_owned()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(e.message, "user id must be 1 to 64 characters long");
+        }
+        for bad in ["a b", "a/b", "ü", "../x", "a\0"] {
+            let e = id::<TitleId>("title id", bad.to_owned()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
             assert_eq!(
-                id("user", bad).unwrap_err().status,
-                StatusCode::BAD_REQUEST,
-                "{bad:?}"
+                e.message,
+                "title id may contain only letters, digits, '-' and '_'"
             );
         }
+        assert_eq!(genre(None).unwrap(), None);
+        assert_eq!(genre(Some(String::new())).unwrap(), None);
+        assert_eq!(
+            genre(Some("drama".into())).unwrap().map(Genre::into_string),
+            Some("drama".to_owned())
+        );
+        assert!(genre(Some("a b".into())).is_err());
     }
 
     #[test]
     fn limits_default_and_are_bounded() {
-        assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT);
-        assert_eq!(limit(Some("1")).unwrap(), 1);
-        assert_eq!(limit(Some("100")).unwrap(), 100);
+        assert_eq!(limit(None).unwrap().get(), DEFAULT_LIMIT);
+        assert_eq!(limit(Some("1")).unwrap().get(), 1);
+        assert_eq!(limit(Some("100")).unwrap().get(), 100);
         for bad in ["0", "101", "-1", "1e3", "abc", "", "99999999999999999999"] {
-            assert!(limit(Some(bad)).is_err(), "{bad}");
+            let e = limit(Some(bad)).unwrap_err();
+            assert_eq!(
+                e.message, "limit must be a whole number from 1 to 100",
+                "{bad}"
+            );
         }
     }
 
@@ -446,10 +457,15 @@ mod tests {
 
     #[test]
     fn stars_and_positions_are_bounded() {
-        assert!(stars(0).is_err());
-        assert!(stars(6).is_err());
-        assert_eq!(stars(5).unwrap(), 5);
-        assert_eq!(position(0).unwrap(), 0);
-        assert!(position(86_401).is_err());
+        for bad in [0, 6] {
+            let e = stars(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(e.message, "stars must be from 1 to 5");
+        }
+        assert_eq!(stars(5).unwrap().get(), 5);
+        assert_eq!(position(0).unwrap().get(), 0);
+        let e = position(86_401).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.message, "position_s must be from 0 to 86400");
     }
 }

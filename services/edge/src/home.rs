@@ -22,6 +22,7 @@ use fleet_catalog_client::Title as CatalogTitle;
 use fleet_edge_client::model::{Degraded, ErrorBody, HomeItem, HomePage, HomeRow};
 use fleet_ratings_client::{Progress, Summary};
 use fleet_rpc::{CallOptions, RpcError};
+use fleet_types::UserId;
 
 use crate::error::{ApiError, degraded_reason};
 use crate::extract::{self, ApiPath};
@@ -50,12 +51,13 @@ pub async fn home(
     State(s): State<EdgeState>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<HomePage>, ApiError> {
-    extract::id("user id", &user)?;
+    let user: UserId = extract::id("user id", user)?;
     let opts = CallOptions::default;
     // The ratings rows are optional: they may spend only part of the
     // budget, so the catalog stage after them still has time.
     let (watching, top) = tokio::join!(
-        s.ratings.continue_watching(&user, ROW_LEN, optional_part()),
+        s.ratings
+            .continue_watching(user.as_str(), ROW_LEN, optional_part()),
         s.ratings.top_rated(ROW_LEN, None, optional_part()),
     );
 
@@ -148,7 +150,7 @@ pub async fn home(
     };
     page.row("genre", &label, row, None);
 
-    page.finish(user)
+    page.finish(user.into_string())
 }
 
 fn first_title_id(watching: &Result<Vec<Progress>, RpcError>) -> Option<&str> {

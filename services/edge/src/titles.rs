@@ -6,6 +6,7 @@ use fleet_catalog_client::Title as CatalogTitle;
 use fleet_edge_client::model::{Degraded, RatingSummary, Title, TitlePage, TitleResponse, TitleV2};
 use fleet_ratings_client::Summary;
 use fleet_rpc::{CallOptions, RpcError};
+use fleet_types::{Genre, TitleId};
 use serde::Deserialize;
 
 use crate::error::{ApiError, degraded_reason};
@@ -51,11 +52,11 @@ pub async fn get_title(
     State(s): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TitleResponse>, ApiError> {
-    extract::id("title id", &id)?;
-    let ids = [id.clone()];
+    let id: TitleId = extract::id("title id", id)?;
+    let ids = [id.as_str().to_owned()];
     // The summary is optional: ask for it beside the title, not after it.
     let (title, summaries) = tokio::join!(
-        s.catalog.get_title(&id, CallOptions::default()),
+        s.catalog.get_title(id.as_str(), CallOptions::default()),
         s.ratings.get_summaries(&ids, optional_part()),
     );
     let title = title.map_err(|e| ApiError::from_rpc(&e))?;
@@ -86,10 +87,10 @@ pub async fn get_title_v2(
     State(s): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TitleV2>, ApiError> {
-    extract::id("title id", &id)?;
+    let id: TitleId = extract::id("title id", id)?;
     let t = s
         .catalog_v2
-        .get_title(&id, CallOptions::default())
+        .get_title(id.as_str(), CallOptions::default())
         .await
         .map_err(|e| ApiError::from_rpc(&e))?;
     Ok(Json(TitleV2 {
@@ -127,12 +128,17 @@ pub async fn list_titles(
     State(s): State<EdgeState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<TitlePage>, ApiError> {
-    let genre = extract::genre(q.genre.as_deref())?;
+    let genre = extract::genre(q.genre)?;
     let limit = extract::limit(q.limit.as_deref())?;
     let cursor = extract::cursor(q.cursor.as_deref())?;
     let page = s
         .catalog
-        .list_titles(genre, limit, cursor.as_deref(), CallOptions::default())
+        .list_titles(
+            genre.as_ref().map(Genre::as_str),
+            limit.get(),
+            cursor.as_deref(),
+            CallOptions::default(),
+        )
         .await
         .map_err(|e| ApiError::from_rpc(&e))?;
     let mut degraded = Vec::new();

@@ -10,6 +10,7 @@ use fleet_edge_client::model::{
 };
 use fleet_ratings_client as ratings;
 use fleet_rpc::CallOptions;
+use fleet_types::{TitleId, UserId};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -63,15 +64,15 @@ pub async fn rate_title(
     ApiPath((user, title)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<RateRequest>,
 ) -> Result<Json<RateResponse>, ApiError> {
-    extract::id("user id", &user)?;
-    extract::id("title id", &title)?;
+    let user: UserId = extract::id("user id", user)?;
+    let title: TitleId = extract::id("title id", title)?;
     let stars = extract::stars(body.stars)?;
     // The edge is the first caller: it fixes the write's timestamp once, so
     // every retry below it is the same write.
     let rating = ratings::Rating {
-        user_id: user,
-        title_id: title,
-        stars,
+        user_id: user.into_string(),
+        title_id: title.into_string(),
+        stars: stars.get(),
         rated_at_ms: now_ms(),
     };
     let out = s
@@ -112,12 +113,17 @@ pub async fn list_ratings(
     ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<RatingsQuery>,
 ) -> Result<Json<RatingPage>, ApiError> {
-    extract::id("user id", &user)?;
+    let user: UserId = extract::id("user id", user)?;
     let limit = extract::limit(q.limit.as_deref())?;
     let cursor = extract::cursor(q.cursor.as_deref())?;
     let page = s
         .ratings
-        .list_user_ratings(&user, limit, cursor.as_deref(), CallOptions::default())
+        .list_user_ratings(
+            user.as_str(),
+            limit.get(),
+            cursor.as_deref(),
+            CallOptions::default(),
+        )
         .await
         .map_err(|e| ApiError::from_rpc(&e))?;
     Ok(Json(RatingPage {
@@ -156,13 +162,13 @@ pub async fn record_progress(
     ApiPath((user, title)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<ProgressRequest>,
 ) -> Result<Json<ProgressResponse>, ApiError> {
-    extract::id("user id", &user)?;
-    extract::id("title id", &title)?;
+    let user: UserId = extract::id("user id", user)?;
+    let title: TitleId = extract::id("title id", title)?;
     let position_s = extract::position(body.position_s)?;
     let progress = ratings::Progress {
-        user_id: user,
-        title_id: title,
-        position_s,
+        user_id: user.into_string(),
+        title_id: title.into_string(),
+        position_s: position_s.get(),
         updated_at_ms: now_ms(),
     };
     let out = s

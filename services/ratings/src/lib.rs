@@ -13,7 +13,6 @@
 
 mod app;
 mod config;
-mod error;
 pub mod progress;
 mod service;
 mod validate;

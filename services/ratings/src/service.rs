@@ -6,13 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fleet_dal_client::{CallOptions, DalClient};
 use fleet_proto::ratings::v1 as pb;
 use fleet_proto::ratings::v1::ratings_server::Ratings;
+use fleet_rpc::HandlerError;
+use fleet_types::{Genre, MAX_LIMIT, PageToken, TitleId, UserId, field};
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::{Span, instrument};
 
-use crate::error::RatingsError;
 use crate::progress::is_finished;
-use crate::validate::{self, MAX_BATCH};
+use crate::validate;
 
 /// The gRPC service (cheap to clone).
 #[derive(Clone, Debug)]
@@ -75,19 +76,19 @@ impl RatingsService {
         }
     }
 
-    async fn rate(&self, req: pb::RateTitleRequest) -> Result<pb::RateTitleResponse, RatingsError> {
-        validate::id("user_id", &req.user_id)?;
-        validate::id("title_id", &req.title_id)?;
-        let stars = validate::stars(req.stars)?;
+    async fn rate(&self, req: pb::RateTitleRequest) -> Result<pb::RateTitleResponse, HandlerError> {
+        let user_id: UserId = field::id("user_id", req.user_id)?;
+        let title_id: TitleId = field::id("title_id", req.title_id)?;
+        let stars = field::stars(req.stars)?.get();
         let rated_at_ms = validate::timestamp("rated_at_ms", req.rated_at_ms, now_ms())?;
-        record_ids(&req.user_id, Some(&req.title_id));
-        let title_id = req.title_id.clone();
+        record_ids(user_id.as_str(), Some(title_id.as_str()));
+        let title_id = title_id.into_string();
         let write = self
             .dal
             .put_rating(
                 fleet_dal_client::Rating {
-                    user_id: req.user_id,
-                    title_id: req.title_id,
+                    user_id: user_id.into_string(),
+                    title_id: title_id.clone(),
                     stars,
                     rated_at_ms,
                 },
@@ -114,14 +115,19 @@ impl RatingsService {
     async fn user_ratings(
         &self,
         req: pb::ListUserRatingsRequest,
-    ) -> Result<pb::ListUserRatingsResponse, RatingsError> {
-        validate::id("user_id", &req.user_id)?;
-        let limit = validate::limit(req.limit)?;
-        let token = validate::page_token(&req.page_token)?;
-        record_ids(&req.user_id, None);
+    ) -> Result<pb::ListUserRatingsResponse, HandlerError> {
+        let user_id: UserId = field::id("user_id", req.user_id)?;
+        let limit = field::limit(req.limit)?;
+        let token = field::page_token(req.page_token)?;
+        record_ids(user_id.as_str(), None);
         let page = self
             .dal
-            .list_ratings_by_user(&req.user_id, limit, token, CallOptions::default())
+            .list_ratings_by_user(
+                user_id.as_str(),
+                limit.get(),
+                token.as_ref().map(PageToken::as_bytes),
+                CallOptions::default(),
+            )
             .await?;
         Ok(pb::ListUserRatingsResponse {
             ratings: page.items.into_iter().map(rating).collect(),
@@ -132,8 +138,8 @@ impl RatingsService {
     async fn summaries(
         &self,
         req: pb::GetSummariesRequest,
-    ) -> Result<pb::GetSummariesResponse, RatingsError> {
-        validate::ids("title_ids", &req.title_ids)?;
+    ) -> Result<pb::GetSummariesResponse, HandlerError> {
+        field::ids("title_ids", &req.title_ids)?;
         if req.title_ids.is_empty() {
             return Ok(pb::GetSummariesResponse::default());
         }
@@ -146,14 +152,15 @@ impl RatingsService {
         })
     }
 
-    async fn top(&self, req: pb::TopRatedRequest) -> Result<pb::TopRatedResponse, RatingsError> {
-        let limit = validate::limit(req.limit)?;
-        let genre = validate::optional_name("genre", &req.genre)?;
+    async fn top(&self, req: pb::TopRatedRequest) -> Result<pb::TopRatedResponse, HandlerError> {
+        let limit = field::limit(req.limit)?;
+        let genre = field::genre(req.genre)?;
+        let genre = genre.as_ref().map(Genre::as_str);
         Span::current().record("genre", genre.unwrap_or_default());
         let top = self
             .dal
             .top_rated(
-                limit,
+                limit.get(),
                 genre,
                 self.top_rated_min_count,
                 CallOptions::default(),
@@ -167,20 +174,20 @@ impl RatingsService {
     async fn record(
         &self,
         req: pb::RecordProgressRequest,
-    ) -> Result<pb::RecordProgressResponse, RatingsError> {
-        let p = validate::required("progress", req.progress)?;
-        validate::id("progress.user_id", &p.user_id)?;
-        validate::id("progress.title_id", &p.title_id)?;
-        let position_s = validate::position_s("progress.position_s", p.position_s)?;
+    ) -> Result<pb::RecordProgressResponse, HandlerError> {
+        let p = field::required("progress", req.progress)?;
+        let user_id: UserId = field::id("progress.user_id", p.user_id)?;
+        let title_id: TitleId = field::id("progress.title_id", p.title_id)?;
+        let position_s = field::position_s("progress.position_s", p.position_s)?.get();
         let updated_at_ms =
             validate::timestamp("progress.updated_at_ms", p.updated_at_ms, now_ms())?;
-        record_ids(&p.user_id, Some(&p.title_id));
+        record_ids(user_id.as_str(), Some(title_id.as_str()));
         let write = self
             .dal
             .put_progress(
                 fleet_dal_client::Progress {
-                    user_id: p.user_id,
-                    title_id: p.title_id,
+                    user_id: user_id.into_string(),
+                    title_id: title_id.into_string(),
                     position_s,
                     updated_at_ms,
                 },
@@ -196,18 +203,19 @@ impl RatingsService {
 
     /// The user's progress (most recent first, as the dal keeps it) less
     /// the titles they have finished or that no longer exist. Only the
-    /// [`MAX_BATCH`] most recent entries are considered, so a user who
-    /// finished very many titles lately may see fewer than `limit`.
+    /// [`MAX_LIMIT`] most recent entries (one page of them, then one batch
+    /// of their titles) are considered, so a user who finished very many
+    /// titles lately may see fewer than `limit`.
     async fn continue_watching(
         &self,
         req: pb::ContinueWatchingRequest,
-    ) -> Result<pb::ContinueWatchingResponse, RatingsError> {
-        validate::id("user_id", &req.user_id)?;
-        let limit = validate::limit(req.limit)? as usize;
-        record_ids(&req.user_id, None);
+    ) -> Result<pb::ContinueWatchingResponse, HandlerError> {
+        let user_id: UserId = field::id("user_id", req.user_id)?;
+        let limit = field::limit(req.limit)?.as_usize();
+        record_ids(user_id.as_str(), None);
         let recent = self
             .dal
-            .list_progress(&req.user_id, MAX_BATCH as u32, CallOptions::default())
+            .list_progress(user_id.as_str(), MAX_LIMIT, CallOptions::default())
             .await?;
         if recent.is_empty() {
             return Ok(pb::ContinueWatchingResponse::default());
