@@ -369,4 +369,73 @@ mod tests {
         assert_eq!(out.get(headers::CALLER).unwrap(), "edge");
         assert!(out.get("authorization").is_none());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_is_a_deadline_that_far_ahead_and_keeps_an_earlier_one() {
+        let now = Instant::now();
+        let cx = RequestContext::new().with_budget(Duration::from_millis(300));
+        assert_eq!(cx.deadline(), Some(now + Duration::from_millis(300)));
+        assert!(!cx.is_expired());
+        let tighter = cx.clone().with_budget(Duration::from_millis(100));
+        assert_eq!(tighter.deadline(), Some(now + Duration::from_millis(100)));
+        let looser = tighter.with_budget(Duration::from_secs(5));
+        assert_eq!(looser.deadline(), Some(now + Duration::from_millis(100)));
+        // No deadline: never expired; a passed one: expired.
+        assert!(!RequestContext::new().is_expired());
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(cx.is_expired());
+        // The builders keep what was set before them.
+        let cx = RequestContext::new()
+            .with_request_id("keep-me")
+            .with_budget(Duration::from_secs(1))
+            .with_caller("edge")
+            .with_cohort_key("u00042");
+        assert_eq!(cx.request_id(), "keep-me");
+        assert!(cx.deadline().is_some());
+    }
+
+    #[tokio::test]
+    async fn caller_and_cohort_key_read_back_what_was_set() {
+        let cx = RequestContext::new();
+        assert_eq!(cx.caller(), None);
+        assert_eq!(cx.cohort_key(), None);
+        let cx = cx
+            .with_request_id("rid-7")
+            .with_caller("catalog")
+            .with_cohort_key("u00042");
+        assert_eq!(cx.caller(), Some("catalog"));
+        assert_eq!(cx.cohort_key(), Some("u00042"));
+        assert_eq!(cx.request_id(), "rid-7");
+    }
+
+    #[tokio::test]
+    async fn a_propagated_header_set_twice_keeps_the_last_value_and_others_stay() {
+        let a = HeaderName::from_static("x-fleet-a");
+        let b = HeaderName::from_static("x-fleet-b");
+        let cx = RequestContext::new()
+            .with_request_id("rid-8")
+            .with_propagated(a.clone(), HeaderValue::from_static("1"))
+            .with_propagated(b.clone(), HeaderValue::from_static("2"))
+            .with_propagated(a, HeaderValue::from_static("3"));
+        assert_eq!(
+            cx.propagated("x-fleet-a"),
+            Some(&HeaderValue::from_static("3"))
+        );
+        assert_eq!(
+            cx.propagated("x-fleet-b"),
+            Some(&HeaderValue::from_static("2"))
+        );
+        assert_eq!(cx.request_id(), "rid-8");
+        let mut h = HeaderMap::new();
+        cx.write_headers(&mut h, None);
+        assert_eq!(h.get_all("x-fleet-a").iter().count(), 1);
+    }
+
+    #[test]
+    fn new_request_ids_are_distinct_uuids() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a}");
+        assert!(is_valid_request_id(&a));
+    }
 }
