@@ -6,7 +6,7 @@
 //! Each topology is read from its real source, fresh on every run:
 //!
 //! * `fleet up`: its own defaults (parsed by its own command line) and the
-//!   real `fleet::topology::Topology`, started against stand-in programs that
+//!   real `fleet_supervisor::Topology`, started against stand-in programs that
 //!   record nothing but what the topology hands them (the environment is read
 //!   back from each instance's spec);
 //! * compose: `docker compose config --format json` (anchors merged,
@@ -198,7 +198,7 @@ async fn fleet_up_shape() -> Shape {
     std::fs::create_dir_all(&bin).expect("mkdir");
     write_stand_ins(&bin, always_ready().await);
 
-    let mut topo = fleet::topology::Topology::start(fleet::topology::TopologyOptions {
+    let mut topo = fleet_supervisor::Topology::start(fleet_supervisor::TopologyOptions {
         edge_addr: args.edge_addr,
         data_dir: tmp.path().join("data"),
         dal: args.dal,
@@ -206,10 +206,10 @@ async fn fleet_up_shape() -> Shape {
         catalog_v1_3: args.catalog_v1_3,
         catalog_v2: args.catalog_v2,
         ratings: args.ratings,
-        launcher: fleet::topology::Launcher::Binaries(bin),
+        launcher: fleet_supervisor::Launcher::Binaries(bin),
         admin_token: "parity-admin-token-0123456789".into(),
         gameday_key: Some("parity-gameday-key-0123456789".into()),
-        backends: fleet::topology::Backends::default(),
+        backends: fleet_supervisor::Backends::default(),
         extra_env: Vec::new(),
         ready_timeout: Duration::from_secs(20),
     })
@@ -444,7 +444,7 @@ async fn compose_kubernetes_and_fleet_up_run_the_same_services_versions_counts_e
     // Counts and versions: the same everywhere, except that compose and
     // Kubernetes run two dal instances on a shared store.
     let mut up_counts = up.counts.clone();
-    let dal = ("dal".to_owned(), fleet::topology::V1.to_owned());
+    let dal = ("dal".to_owned(), fleet_supervisor::V1.to_owned());
     assert_eq!(
         up_counts.get(&dal),
         Some(&1),
@@ -457,11 +457,11 @@ async fn compose_kubernetes_and_fleet_up_run_the_same_services_versions_counts_e
     );
     assert!(
         up.counts
-            .contains_key(&("catalog".into(), fleet::topology::CATALOG_V1_2.into()))
+            .contains_key(&("catalog".into(), fleet_supervisor::CATALOG_V1_2.into()))
     );
     assert!(
         up.counts
-            .contains_key(&("catalog".into(), fleet::topology::CATALOG_V1_3.into()))
+            .contains_key(&("catalog".into(), fleet_supervisor::CATALOG_V1_3.into()))
     );
 
     // Ports: compose listens on each service's defaults.
@@ -577,7 +577,7 @@ fn compose_static_address_lists_and_scrape_targets_name_every_instance() {
         let env = &s["environment"];
         if let Some(v) = env.get("DAL_ADDRS") {
             assert_eq!(
-                listed(v, Some(fleet::topology::V1)),
+                listed(v, Some(fleet_supervisor::V1)),
                 lists["dal"],
                 "compose {name}: DAL_ADDRS"
             );

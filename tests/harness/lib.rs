@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: starts the real service binaries on
-//! free loopback ports (through `fleet`'s own supervisor, so the tests run
-//! the system exactly as `fleet up` does) and reads what they expose.
+//! free loopback ports (through `fleet-supervisor`, the library behind
+//! `fleet up`, so the tests run the system exactly as `fleet up` does) and
+//! reads what they expose.
 //!
 //! A system runs in one of two [`Mode`]s: on the embedded default, or on
 //! the real backends of `scripts/backends` — the shared Cassandra (a
@@ -24,8 +25,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fleet::topology::{Backends, Launcher, Topology, TopologyOptions};
 use fleet_discovery::{ConsulClient, RouteStore};
+use fleet_supervisor::{Backends, Launcher, Topology, TopologyOptions};
 
 pub use consul::ConsulAgent;
 

@@ -1,8 +1,9 @@
 //! The `fleet` command-line tool.
 //!
 //! `fleet up` runs the whole topology as local processes on embedded
-//! defaults; the supervisor and topology modules are also what the
-//! end-to-end tests use to start the real binaries. `fleet load` drives
+//! defaults, through `fleet-supervisor` (the library the end-to-end tests
+//! also start the real binaries with); this crate keeps its flags and
+//! what it prints. `fleet load` drives
 //! open-loop load through the driver clients (see [`load`]); `fleet
 //! gameday` runs Chaos Toolkit experiments against it (see [`gameday`]).
 
@@ -15,8 +16,6 @@ pub mod observability;
 pub mod route;
 pub mod service;
 pub mod status;
-pub mod supervisor;
-pub mod topology;
 pub mod up;
 
 use std::process::ExitCode;

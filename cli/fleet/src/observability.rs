@@ -23,7 +23,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::topology::RegistryEntry;
+use fleet_supervisor::RegistryEntry;
+use fleet_supervisor::signal::{self, Signal};
 
 /// The fleet's Prometheus rules (one source for every deployment).
 pub const RULES: &str = include_str!("../../../deploy/prometheus/rules/fleet.rules.yml");
@@ -200,11 +201,8 @@ impl Prometheus {
 
     /// SIGTERM (Prometheus flushes its head block), SIGKILL after `grace`.
     pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if let Some(pid) = self.child.id() {
+            let _ = signal::send(pid, Signal::SIGTERM);
         }
         if tokio::time::timeout(grace, self.child.wait())
             .await
@@ -381,11 +379,8 @@ impl Jaeger {
     /// SIGTERM (it flushes nothing to disk: in-memory storage), SIGKILL
     /// after `grace`.
     pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if let Some(pid) = self.child.id() {
+            let _ = signal::send(pid, Signal::SIGTERM);
         }
         if tokio::time::timeout(grace, self.child.wait())
             .await

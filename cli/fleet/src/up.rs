@@ -12,8 +12,11 @@ use anyhow::Context as _;
 
 use fleet_discovery::{ConsulClient, RouteStore};
 
-use crate::supervisor::{RestartBackoff, RestartPolicy, RunningChild};
-use crate::topology::{Backends, Launcher, Topology, TopologyOptions};
+use fleet_supervisor::heal::{self, Event};
+use fleet_supervisor::proxies;
+use fleet_supervisor::{
+    Backends, Launcher, RestartPolicy, RunningChild, Topology, TopologyOptions,
+};
 
 /// Flags of `fleet up`.
 #[derive(Debug, clap::Args)]
@@ -142,16 +145,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // the proxy too, before any fault).
     let proxied = match &args.toxiproxy {
         Some(api) => {
-            crate::gameday::network::proxy_stores(
+            let (proxied, proxies) = proxies::proxy_stores(
                 api,
                 nonempty(&args.scylla_nodes).as_deref(),
                 nonempty(&args.redis_url).as_deref(),
                 nonempty(&args.consul).as_deref(),
                 &run_dir.join("toxiproxy.json"),
             )
-            .await?
+            .await?;
+            if proxies.is_empty() {
+                println!(
+                    "fleet: --toxiproxy: no Cassandra, Redis or Consul configured, no store proxied"
+                );
+            }
+            for p in &proxies {
+                println!("fleet: toxiproxy {}: {} → {}", p.name, p.listen, p.upstream);
+            }
+            proxied
         }
-        None => crate::gameday::network::Proxied {
+        None => proxies::Proxied {
             scylla_nodes: args.scylla_nodes.clone(),
             redis_url: args.redis_url.clone(),
             consul: args.consul.clone(),
@@ -238,15 +250,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .context("the system did not start")?;
     let elapsed = started.elapsed();
     if args.toxiproxy.is_some() && !topo.service_proxies().is_empty() {
-        crate::gameday::network::record_service_proxies(
-            &run_dir.join("toxiproxy.json"),
-            topo.service_proxies(),
-        )?;
+        for p in topo.service_proxies() {
+            println!("fleet: toxiproxy {}: {} → {}", p.name, p.listen, p.upstream);
+        }
+        proxies::record_service_proxies(&run_dir.join("toxiproxy.json"), topo.service_proxies())?;
     }
 
     let registry = topo.registry();
     let registry_path = run_dir.join("registry.json");
-    write_registry(&registry_path, &topo)?;
+    fleet_supervisor::registry::write(&registry_path, &topo)?;
 
     println!();
     println!(
@@ -311,18 +323,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("press Ctrl-C to stop");
 
-    let heal = (!args.no_restart).then(|| RestartPolicy {
+    let policy = (!args.no_restart).then(|| RestartPolicy {
         initial: args.restart_delay,
         max: args.restart_delay_max.max(args.restart_delay),
         stable: RestartPolicy::default().stable,
     });
-    watch_until_stopped(
-        &mut topo,
-        heal,
-        ready_timeout,
-        &registry_path,
-        prometheus.as_ref(),
-    )
+    heal::watch(&mut topo, policy, ready_timeout, stop_signal(), |event| {
+        report(event, &registry_path, prometheus.as_ref());
+    })
     .await;
     stop_dashboard.cancel();
     if let Some(p) = prometheus {
@@ -350,33 +358,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of `run/registry.json`: the topology's entry and how often
-/// the instance was restarted.
-#[derive(serde::Serialize)]
-struct RegistryLine {
-    #[serde(flatten)]
-    entry: crate::topology::RegistryEntry,
-    restarts: u32,
-}
-
-/// Writes `run/registry.json` (atomically: `fleet status` may read it
-/// while an instance is being restarted).
-fn write_registry(path: &std::path::Path, topo: &Topology) -> anyhow::Result<()> {
-    let lines: Vec<RegistryLine> = topo
-        .registry()
-        .into_iter()
-        .zip(topo.instances())
-        .map(|(entry, child)| RegistryLine {
-            entry,
-            restarts: child.restarts,
-        })
-        .collect();
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&lines)?)
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))
-}
-
 /// One JSON line on stdout about the supervisor's own doing (beside the
 /// human text, so tools can follow restarts).
 fn log_event(message: &str, child: &RunningChild, fields: serde_json::Value) {
@@ -396,133 +377,87 @@ fn log_event(message: &str, child: &RunningChild, fields: serde_json::Value) {
     println!("{line}");
 }
 
-/// A crashed instance: when it is due to start again (`None`: never,
-/// restarts are off).
-struct Down {
-    due: Option<tokio::time::Instant>,
+/// Completes on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
 }
 
-/// Runs until Ctrl-C / SIGTERM. With a `heal` policy, an instance that
-/// exits on its own is started again (same addresses, new pid) after the
-/// policy's backoff, logged, and the registry rewritten; without one it is
-/// reported and left down. Once a stop signal arrives nothing is
-/// restarted any more: a restart in progress is abandoned (its new process
-/// killed) and the caller stops everything.
-async fn watch_until_stopped(
-    topo: &mut Topology,
-    heal: Option<RestartPolicy>,
-    ready_timeout: Duration,
+/// Tells what the supervisor did: a JSON line for each exit and restart
+/// (with the last output when an instance stays down), and after a
+/// restart the registry and Prometheus' targets rewritten.
+fn report(
+    event: Event<'_>,
     registry_path: &std::path::Path,
     prometheus: Option<&crate::observability::Prometheus>,
 ) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let mut stop = std::pin::pin!(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-        }
-    });
-    let mut backoff: std::collections::HashMap<String, RestartBackoff> = Default::default();
-    let mut down: std::collections::HashMap<String, Down> = Default::default();
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-        let now = tokio::time::Instant::now();
-        for child in topo.instances_mut() {
-            let id = child.spec.instance_id.clone();
-            if down.contains_key(&id) {
-                continue;
-            }
-            let Some(status) = child.try_exit_status() else {
-                continue;
-            };
-            let ran = now.saturating_duration_since(child.started_at);
-            let Some(policy) = heal else {
-                eprintln!(
-                    "fleet: {id} exited unexpectedly ({status}); the others keep running. Last output:\n{}",
-                    child.tail()
-                );
-                log_event(
-                    "instance exited",
-                    child,
-                    serde_json::json!({
-                        "status": status.to_string(),
-                        "ran_ms": ran.as_millis(),
-                    }),
-                );
-                // Never restarted: keep it out of the loop for good.
-                down.insert(id, Down { due: None });
-                continue;
-            };
-            let delay = backoff
-                .entry(id.clone())
-                .or_insert_with(|| RestartBackoff::new(policy))
-                .on_exit(ran);
+    match event {
+        Event::Exited {
+            child,
+            status,
+            ran,
+            restart_in: None,
+        } => {
+            eprintln!(
+                "fleet: {} exited unexpectedly ({status}); the others keep running. Last output:\n{}",
+                child.spec.instance_id,
+                child.tail()
+            );
             log_event(
                 "instance exited",
                 child,
                 serde_json::json!({
                     "status": status.to_string(),
                     "ran_ms": ran.as_millis(),
-                    "restart_in_ms": delay.as_millis(),
                 }),
             );
-            down.insert(
-                id,
-                Down {
-                    due: Some(now + delay),
-                },
-            );
         }
-        let due: Vec<String> = down
-            .iter()
-            .filter(|(_, d)| d.due.is_some_and(|due| due <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            let Some(child) = topo.instance_mut(&id) else {
-                down.remove(&id);
-                continue;
-            };
-            let t = std::time::Instant::now();
-            // The stop signal wins over a restart in progress: dropping
-            // the restart kills the half-started process (kill_on_drop).
-            let restarted = tokio::select! {
-                () = &mut stop => return,
-                r = child.respawn(ready_timeout) => r,
-            };
-            down.remove(&id);
-            match restarted {
-                Ok(()) => {
-                    log_event(
-                        "instance restarted",
-                        child,
-                        serde_json::json!({
-                            "addr": child.bound.addr.to_string(),
-                            "admin_addr": child.bound.admin_addr.to_string(),
-                            "start_ms": t.elapsed().as_millis(),
-                        }),
-                    );
-                    if let Err(e) = write_registry(registry_path, topo) {
-                        eprintln!("fleet: {e:#}");
-                    }
-                    // Same addresses after a restart, but the targets file
-                    // follows the registry, whatever changes in it.
-                    if let Some(p) = prometheus
-                        && let Err(e) = p.update_targets(&topo.registry())
-                    {
-                        eprintln!("fleet: {e:#}");
-                    }
-                }
-                Err(e) => {
-                    // Counted as another crash right after its start: the
-                    // next round sees it still exited and backs off further.
-                    eprintln!("fleet: restarting {id} failed: {e}");
-                    child.started_at = tokio::time::Instant::now();
-                }
+        Event::Exited {
+            child,
+            status,
+            ran,
+            restart_in: Some(delay),
+        } => log_event(
+            "instance exited",
+            child,
+            serde_json::json!({
+                "status": status.to_string(),
+                "ran_ms": ran.as_millis(),
+                "restart_in_ms": delay.as_millis(),
+            }),
+        ),
+        Event::Restarted {
+            topology,
+            instance_id,
+            took,
+        } => {
+            if let Some(child) = topology.instance(instance_id) {
+                log_event(
+                    "instance restarted",
+                    child,
+                    serde_json::json!({
+                        "addr": child.bound.addr.to_string(),
+                        "admin_addr": child.bound.admin_addr.to_string(),
+                        "start_ms": took.as_millis(),
+                    }),
+                );
             }
+            if let Err(e) = fleet_supervisor::registry::write(registry_path, topology) {
+                eprintln!("fleet: {:#}", anyhow::Error::new(e));
+            }
+            // Same addresses after a restart, but the targets file
+            // follows the registry, whatever changes in it.
+            if let Some(p) = prometheus
+                && let Err(e) = p.update_targets(&topology.registry())
+            {
+                eprintln!("fleet: {e:#}");
+            }
+        }
+        Event::RestartFailed { instance_id, error } => {
+            eprintln!("fleet: restarting {instance_id} failed: {error}");
         }
     }
 }

@@ -851,7 +851,7 @@ async fn interval_logs_of_several_runs_merge_into_one_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_load_drives_the_real_system_through_the_edge_and_over_grpc() {
-    use fleet::topology::{Launcher, Topology, TopologyOptions};
+    use fleet_supervisor::{Launcher, Topology, TopologyOptions};
     let _quiet = QUIET.lock().await;
     let data = tempfile::tempdir().unwrap();
     let mut topo = Topology::start(TopologyOptions {
@@ -865,7 +865,7 @@ async fn fleet_load_drives_the_real_system_through_the_edge_and_over_grpc() {
         launcher: Launcher::MultiCall(env!("CARGO_BIN_EXE_fleet").into()),
         admin_token: "load-test-admin-token-0123".into(),
         gameday_key: None,
-        backends: fleet::topology::Backends::default(),
+        backends: fleet_supervisor::Backends::default(),
         extra_env: vec![
             // The supervisor learns bound ports from the `listening` info line.
             ("RUST_LOG".into(), "info".into()),

@@ -332,11 +332,12 @@ pub async fn fleet(cmd: &FleetCommand, cx: &Context) -> Result<(i64, String), Ac
         }
         FleetCommand::Network(a) => {
             use crate::gameday::network as net;
+            use fleet_supervisor::toxiproxy;
             let api = cx.target.toxiproxy_api()?;
             let fault = a.fault();
             // `--proxy ratings` is every ratings instance's proxy; an exact
             // name is that proxy alone.
-            let known = net::list_proxies(&cx.http, &api)
+            let known = toxiproxy::list_proxies(&cx.http, &api)
                 .await
                 .map_err(|e| ActivityError::Http(e.to_string()))?;
             let proxies = net::matching_proxies(&a.proxy, known.iter().map(String::as_str));
@@ -369,7 +370,7 @@ pub async fn fleet(cmd: &FleetCommand, cx: &Context) -> Result<(i64, String), Ac
                             .and_then(Value::as_str)
                             .unwrap_or_default()
                             .to_owned();
-                        let created = net::add_toxic(&cx.http, &api, &proxy, body)
+                        let created = toxiproxy::add_toxic(&cx.http, &api, &proxy, body)
                             .await
                             .map_err(|e| ActivityError::Http(e.to_string()))?;
                         cx.undo.push(UndoStep::RemoveToxic {
@@ -380,7 +381,7 @@ pub async fn fleet(cmd: &FleetCommand, cx: &Context) -> Result<(i64, String), Ac
                         done.push(json!({"proxy": proxy, "toxic": created}));
                     }
                     None => {
-                        net::set_enabled(&cx.http, &api, &proxy, false)
+                        toxiproxy::set_enabled(&cx.http, &api, &proxy, false)
                             .await
                             .map_err(|e| ActivityError::Http(e.to_string()))?;
                         cx.undo.push(UndoStep::EnableProxy {

@@ -10,7 +10,8 @@
 //! * `activity` — running HTTP, process and our own providers; tolerances;
 //! * `undo` — the on-disk undo log that makes rollbacks survive a crash;
 //! * `monitor` — live cohorts (experiment vs control) and the abort;
-//! * `network` — Toxiproxy's API (network faults);
+//! * `network` — network faults (toxics) and `fleet up --toxiproxy`'s store
+//!   proxies, over `fleet_supervisor::toxiproxy`;
 //! * `runner` — the run itself; `journal` — its record; `report` — HTML.
 //!
 //! See `docs/GAMEDAY.md` for the file format and the providers.

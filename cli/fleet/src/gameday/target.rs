@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_edge_client::fault_signature::GamedayKey;
+use fleet_supervisor::ready::{Readiness, ReadyProbe};
+use fleet_supervisor::signal::Signal;
+use fleet_supervisor::toxiproxy::normalize_url;
 use serde::Deserialize;
 
 use crate::gameday::command::{Pick, ServiceArg, TargetArgs, TargetKind};
@@ -351,20 +354,14 @@ impl Target {
         };
         check_pid(&inst)?;
         let sig = match what {
-            Chaos::Kill => nix::sys::signal::Signal::SIGKILL,
-            Chaos::Stop | Chaos::Restart => nix::sys::signal::Signal::SIGTERM,
+            Chaos::Kill => Signal::SIGKILL,
+            Chaos::Stop | Chaos::Restart => Signal::SIGTERM,
         };
-        let pid = i32::try_from(inst.pid).unwrap_or(0);
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-            Ok(()) | Err(nix::Error::ESRCH) => {}
-            Err(e) => {
-                return Err(TargetError::Signal {
-                    instance: inst.instance_id.clone(),
-                    pid: inst.pid,
-                    message: e.to_string(),
-                });
-            }
-        }
+        fleet_supervisor::signal::send(inst.pid, sig).map_err(|e| TargetError::Signal {
+            instance: inst.instance_id.clone(),
+            pid: inst.pid,
+            message: e.to_string(),
+        })?;
         let mut out = serde_json::json!({
             "instance": inst.instance_id,
             "pid": inst.pid,
@@ -380,10 +377,7 @@ impl Target {
     /// Waits until the registry shows a new pid for `inst` and its
     /// `/readyz` answers 200.
     async fn wait_back(&self, inst: &Instance, wait: Duration) -> Result<u32, TargetError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .map_err(|e| TargetError::Unsupported(e.to_string()))?;
+        let probe = ReadyProbe::new().map_err(|e| TargetError::Unsupported(e.to_string()))?;
         let give_up = tokio::time::Instant::now() + wait;
         let mut last = String::from("still the old pid in the registry");
         loop {
@@ -391,14 +385,12 @@ impl Target {
                 && let Some(now) = reg.iter().find(|i| i.instance_id == inst.instance_id)
                 && now.pid != inst.pid
             {
-                match http
-                    .get(format!("http://{}/readyz", now.admin_addr))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().as_u16() == 200 => return Ok(now.pid),
-                    Ok(r) => last = format!("new pid {} answers /readyz {}", now.pid, r.status()),
-                    Err(e) => last = format!("new pid {}: {e}", now.pid),
+                match probe.check(&now.admin_addr).await {
+                    Readiness::Ready => return Ok(now.pid),
+                    Readiness::NotReady(status) => {
+                        last = format!("new pid {} answers /readyz {status}", now.pid);
+                    }
+                    Readiness::Unreachable(e) => last = format!("new pid {}: {e}", now.pid),
                 }
             }
             if tokio::time::Instant::now() >= give_up {
@@ -410,16 +402,6 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// `127.0.0.1:8474` → `http://127.0.0.1:8474`, without a trailing `/`.
-pub fn normalize_url(u: &str) -> String {
-    let u = u.trim().trim_end_matches('/');
-    if u.starts_with("http://") || u.starts_with("https://") {
-        u.to_owned()
-    } else {
-        format!("http://{u}")
     }
 }
 

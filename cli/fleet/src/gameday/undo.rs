@@ -250,13 +250,13 @@ pub async fn apply(
             Ok(format!("started {service} again"))
         }
         UndoStep::RemoveToxic { api, proxy, toxic } => {
-            crate::gameday::network::remove_toxic(http, api, proxy, toxic)
+            fleet_supervisor::toxiproxy::remove_toxic(http, api, proxy, toxic)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!("removed toxic {toxic} from {proxy}"))
         }
         UndoStep::EnableProxy { api, proxy } => {
-            crate::gameday::network::set_enabled(http, api, proxy, true)
+            fleet_supervisor::toxiproxy::set_enabled(http, api, proxy, true)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!("enabled proxy {proxy} again"))

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::supervisor::{ChildSpec, RunningChild, SupervisorError};
+use crate::child::{ChildSpec, RunningChild, SupervisorError};
+use crate::registry::RegistryEntry;
+use crate::toxiproxy::{self, ToxiproxyError};
 
 /// The catalog release that runs as "1.2.x".
 pub const CATALOG_V1_2: &str = "1.2.4";
@@ -152,28 +154,24 @@ pub enum TopologyError {
     /// The options do not describe a runnable system.
     #[error("{0}")]
     Invalid(String),
-    /// An instance failed to start or become ready.
+    /// An instance failed to start, become ready or stop.
     #[error(transparent)]
     Instance(#[from] SupervisorError),
-}
-
-/// One line of the embedded registry (`run/registry.json`).
-#[derive(Clone, Debug, Serialize)]
-pub struct RegistryEntry {
-    /// Service name.
-    pub service: String,
-    /// Version.
-    pub version: String,
-    /// Instance id.
-    pub instance_id: String,
-    /// Main address.
-    pub addr: String,
-    /// Admin address.
-    pub admin_addr: String,
-    /// Process id.
-    pub pid: u32,
-    /// Zone.
-    pub zone: String,
+    /// No instance has this id.
+    #[error("no instance {0}")]
+    NoInstance(String),
+    /// No HTTP client for Toxiproxy's API could be built.
+    #[error("HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// The proxy in front of an instance could not be created.
+    #[error("toxiproxy for {instance}")]
+    Proxy {
+        /// The instance the proxy was for.
+        instance: String,
+        /// Why.
+        #[source]
+        source: ToxiproxyError,
+    },
 }
 
 /// A Toxiproxy proxy in front of one instance ([`Backends::service_proxies`]).
@@ -385,11 +383,11 @@ impl Topology {
         else {
             return Ok(self.addrs(service, with_version));
         };
-        let api = crate::gameday::target::normalize_url(&api);
+        let api = toxiproxy::normalize_url(&api);
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
-            .map_err(|e| TopologyError::Invalid(format!("HTTP client: {e}")))?;
+            .map_err(TopologyError::HttpClient)?;
         let targets: Vec<(String, String, String)> = self
             .instances()
             .filter(|c| c.spec.service == service)
@@ -403,9 +401,12 @@ impl Topology {
             .collect();
         let mut out = Vec::new();
         for (id, upstream, version) in targets {
-            let listen = crate::gameday::network::create_proxy(&http, &api, &id, &upstream)
+            let listen = toxiproxy::create_proxy(&http, &api, &id, &upstream)
                 .await
-                .map_err(|e| TopologyError::Invalid(format!("toxiproxy for {id}: {e}")))?;
+                .map_err(|source| TopologyError::Proxy {
+                    instance: id.clone(),
+                    source,
+                })?;
             out.push(if with_version {
                 format!("{listen}@{version}")
             } else {
@@ -437,6 +438,11 @@ impl Topology {
     }
 
     /// The instance with this id.
+    pub fn instance(&self, id: &str) -> Option<&RunningChild> {
+        self.instances().find(|c| c.spec.instance_id == id)
+    }
+
+    /// The instance with this id, mutably.
     pub fn instance_mut(&mut self, id: &str) -> Option<&mut RunningChild> {
         self.instances_mut().find(|c| c.spec.instance_id == id)
     }
@@ -475,13 +481,13 @@ impl Topology {
                 .position(|c| c.spec.instance_id == id)
                 .map(|i| (t, i))
         }) else {
-            return Err(TopologyError::Invalid(format!("no instance {id}")));
+            return Err(TopologyError::NoInstance(id.to_owned()));
         };
         let child = self
             .tiers
             .get_mut(t)
             .and_then(|tier| tier.get_mut(i))
-            .ok_or_else(|| TopologyError::Invalid(format!("no instance {id}")))?;
+            .ok_or_else(|| TopologyError::NoInstance(id.to_owned()))?;
         child.stop(grace).await?;
         let mut spec = child.spec.clone();
         let key = if spec.service == "edge" {

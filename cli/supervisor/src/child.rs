@@ -1,16 +1,14 @@
-//! Starting, watching and stopping service processes.
+//! One service process: started, watched, signalled and stopped.
 //!
-//! Used by `fleet up` and by the end-to-end tests. A child is "started" once
-//! it prints its machine-readable `listening` log line (which carries the
-//! addresses it actually bound, so port 0 works without races) and "ready"
-//! once its admin `/readyz` answers 200. Its output goes to a log file; the
-//! last lines are kept in memory so a failure can be reported with context.
+//! A child is "started" once it prints its machine-readable `listening`
+//! log line (which carries the addresses it actually bound, so port 0
+//! works without races) and "ready" once its admin `/readyz` answers 200
+//! ([`crate::ready`]). Its output goes to a log file; the last lines are
+//! kept in memory so a failure can be reported with context.
 //!
-//! A child that crashes is started again by whoever watches it (`fleet up`)
-//! on the same addresses ([`RunningChild::respawn`]), after a delay from
-//! [`RestartBackoff`]: Docker's restart policy and Kubernetes'
-//! CrashLoopBackOff in one — exponential, capped, and forgotten once the
-//! instance has run for a stable period.
+//! A child that crashes is started again by whoever watches it
+//! ([`crate::heal`]) on the same addresses ([`RunningChild::respawn`]),
+//! after a delay from [`crate::RestartBackoff`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,11 +17,13 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::ready::ReadyProbe;
+use crate::signal::Signal;
 
 /// How many recent output lines a child keeps for error reports.
 const TAIL_LINES: usize = 40;
@@ -89,6 +89,15 @@ pub enum SupervisorError {
         /// Why.
         #[source]
         source: nix::Error,
+    },
+    /// No HTTP client for the readiness probe could be built.
+    #[error("failed to build an HTTP client to probe {instance}")]
+    HttpClient {
+        /// Instance id.
+        instance: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
     },
     /// Waiting for the process failed.
     #[error("failed to wait for {instance}")]
@@ -239,16 +248,13 @@ impl RunningChild {
     /// Polls `/readyz` on the admin port until it answers 200.
     ///
     /// # Errors
-    /// [`SupervisorError::Timeout`] (or `ExitedEarly` if it died meanwhile).
+    /// [`SupervisorError::Timeout`] (or `ExitedEarly` if it died
+    /// meanwhile; `HttpClient` if no HTTP client could be built).
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), SupervisorError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .map_err(|e| SupervisorError::Spawn {
-                instance: self.spec.instance_id.clone(),
-                source: std::io::Error::other(e),
-            })?;
-        let url = format!("http://{}/readyz", self.bound.admin_addr);
+        let probe = ReadyProbe::new().map_err(|source| SupervisorError::HttpClient {
+            instance: self.spec.instance_id.clone(),
+            source,
+        })?;
         let give_up = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -258,9 +264,7 @@ impl RunningChild {
                     tail: self.tail(),
                 });
             }
-            if let Ok(resp) = http.get(&url).send().await
-                && resp.status().as_u16() == 200
-            {
+            if probe.check(self.bound.admin_addr).await.is_ready() {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= give_up {
@@ -291,7 +295,7 @@ impl RunningChild {
     /// # Errors
     /// [`SupervisorError::Signal`] when the signal cannot be sent.
     pub fn terminate(&self) -> Result<(), SupervisorError> {
-        self.signal(nix::sys::signal::Signal::SIGTERM)
+        self.signal(Signal::SIGTERM)
     }
 
     /// Sends SIGKILL (a crash, as far as everyone else can tell).
@@ -299,21 +303,14 @@ impl RunningChild {
     /// # Errors
     /// [`SupervisorError::Signal`] when the signal cannot be sent.
     pub fn kill(&self) -> Result<(), SupervisorError> {
-        self.signal(nix::sys::signal::Signal::SIGKILL)
+        self.signal(Signal::SIGKILL)
     }
 
-    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), SupervisorError> {
-        let pid = i32::try_from(self.pid).unwrap_or(0);
-        if pid <= 0 {
-            return Ok(());
-        }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(SupervisorError::Signal {
-                instance: self.spec.instance_id.clone(),
-                source,
-            }),
-        }
+    fn signal(&self, sig: Signal) -> Result<(), SupervisorError> {
+        crate::signal::send(self.pid, sig).map_err(|source| SupervisorError::Signal {
+            instance: self.spec.instance_id.clone(),
+            source,
+        })
     }
 
     /// Waits for the process to exit.
@@ -357,62 +354,6 @@ impl RunningChild {
                 self.wait().await.map(|s| (s, true))
             }
         }
-    }
-}
-
-/// Delays before a crashed instance is started again: `initial`, doubled
-/// after each crash up to `max`; an instance that ran for `stable` before
-/// it crashed starts again from `initial` (a crash loop backs off, a rare
-/// crash is healed at once). Docker restarts after 100 ms doubling to a
-/// minute and resets after 10 s up; Kubernetes after 10 s doubling to
-/// 5 min and resets after 10 min: local processes start in well under a
-/// second, so these defaults are Docker's, capped lower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// First delay.
-    pub initial: Duration,
-    /// Longest delay.
-    pub max: Duration,
-    /// Running this long counts as recovered: the next crash restarts
-    /// after `initial` again.
-    pub stable: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            stable: Duration::from_secs(10),
-        }
-    }
-}
-
-/// One instance's restart delays under a [`RestartPolicy`].
-#[derive(Clone, Debug)]
-pub struct RestartBackoff {
-    policy: RestartPolicy,
-    next: Duration,
-}
-
-impl RestartBackoff {
-    /// A fresh backoff: the first crash restarts after `policy.initial`.
-    pub fn new(policy: RestartPolicy) -> Self {
-        Self {
-            policy,
-            next: policy.initial,
-        }
-    }
-
-    /// The instance exited after running for `ran`: how long to wait
-    /// before starting it again.
-    pub fn on_exit(&mut self, ran: Duration) -> Duration {
-        if ran >= self.policy.stable {
-            self.next = self.policy.initial;
-        }
-        let delay = self.next.min(self.policy.max);
-        self.next = delay.saturating_mul(2).min(self.policy.max);
-        delay
     }
 }
 
@@ -478,25 +419,6 @@ mod tests {
             parse_listening(r#"{"message":"listening","addr":"x"}"#),
             None
         );
-    }
-
-    #[test]
-    fn restarts_back_off_exponentially_up_to_the_cap_and_reset_when_stable() {
-        let policy = RestartPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            stable: Duration::from_secs(10),
-        };
-        let mut b = RestartBackoff::new(policy);
-        let quick = Duration::from_millis(50);
-        let loop_delays: Vec<u128> = (0..6).map(|_| b.on_exit(quick).as_millis()).collect();
-        assert_eq!(loop_delays, vec![100, 200, 400, 800, 1000, 1000]);
-        // Ran for the stable period: the next crash is healed at once.
-        assert_eq!(
-            b.on_exit(Duration::from_secs(10)),
-            Duration::from_millis(100)
-        );
-        assert_eq!(b.on_exit(quick), Duration::from_millis(200));
     }
 
     /// A child killed with SIGKILL is started again on the same
