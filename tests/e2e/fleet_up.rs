@@ -5,89 +5,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fleet_tests::free_addr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use fleet_edge_client::{EdgeClient, RequestOptions};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use fleet_testkit::FleetUp;
+use tokio::process::Command;
 
 /// Starts `fleet up` and waits for its "all N instances ready" line.
-async fn up(data: &std::path::Path, edge: &str) -> (Child, Vec<String>) {
+async fn up(data: &std::path::Path, edge: &str) -> FleetUp {
     up_with(data, edge, &[]).await
 }
 
 /// As [`up`], with more flags.
-async fn up_with(data: &std::path::Path, edge: &str, more: &[&str]) -> (Child, Vec<String>) {
-    let fleet = fleet_tests::bin_dir().join("fleet");
-    let mut child = Command::new(fleet)
-        .args(["up", "--edge-addr", edge, "--data-dir"])
-        .arg(data)
-        .args([
-            "--catalog-v1-2",
-            "1",
-            "--catalog-v1-3",
-            "1",
-            "--catalog-v2",
-            "0",
-            "--ratings",
-            "1",
-        ])
+async fn up_with(data: &std::path::Path, edge: &str, more: &[&str]) -> FleetUp {
+    FleetUp::up(fleet_tests::bin_dir().join("fleet"), edge, data)
+        .instances(1, 1, 0, 1)
         .args(more)
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("SCYLLA_NODES")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.starts_with("all ") && line.contains("instances ready");
-            seen.push(line);
-            if done {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(
-        matches!(ready, Ok(true)),
-        "fleet up did not get ready: {seen:#?}"
-    );
-    // Keep draining stdout so the tool never blocks on a full pipe.
-    let out = tokio::spawn(async move {
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
-        }
-        rest
-    });
-    drop(out);
-    (child, seen)
-}
-
-async fn stop(mut child: Child) {
-    let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    kill(pid, Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .embedded()
+        .timeout(Duration::from_secs(90))
+        .start()
         .await
-        .expect("fleet up stopped within a minute")
-        .unwrap();
-    assert!(status.success(), "fleet up exited with {status}");
 }
 
 #[tokio::test]
 async fn fleet_up_runs_the_system_and_keeps_its_data_between_runs() {
     let data = tempfile::tempdir().unwrap();
     let edge = free_addr();
-    let (child, out) = up(data.path(), &edge).await;
+    let mut system = up(data.path(), &edge).await;
+    let out = &system.seen;
     for service in ["dal", "catalog", "ratings", "edge"] {
         assert!(
             out.iter().any(|l| l.contains(service)),
@@ -108,14 +53,14 @@ async fn fleet_up_runs_the_system_and_keeps_its_data_between_runs() {
         .unwrap()
         .value;
     assert!(rated.applied);
-    stop(child).await;
+    system.stop().await;
     assert!(
         !data.path().join("run/registry.json").exists(),
         "registry removed on stop"
     );
 
     // Second run on the same data directory: the rating is still there.
-    let (child, _) = up(data.path(), &edge).await;
+    let mut system = up(data.path(), &edge).await;
     let mine = c
         .list_ratings("up-user", None, None, &o)
         .await
@@ -123,7 +68,7 @@ async fn fleet_up_runs_the_system_and_keeps_its_data_between_runs() {
         .value;
     assert_eq!(mine.items.len(), 1);
     assert_eq!(mine.items[0].title_id, "t00777");
-    stop(child).await;
+    system.stop().await;
 }
 
 #[tokio::test]
@@ -188,7 +133,8 @@ async fn fleet_up_on_consul_seeds_route_tables_where_absent_and_rollback_restore
     store.set(&mine).await.unwrap();
 
     let edge = free_addr();
-    let (child, out) = up_with(data.path(), &edge, &["--consul", &consul]).await;
+    let mut system = up_with(data.path(), &edge, &["--consul", &consul]).await;
+    let out = &system.seen;
     assert!(
         out.iter()
             .any(|l| l.contains("default route tables seeded for catalog")),
@@ -247,7 +193,7 @@ async fn fleet_up_on_consul_seeds_route_tables_where_absent_and_rollback_restore
     ])
     .await;
     assert_eq!(store.show("ratings").await.unwrap(), Some(mine_again()));
-    stop(child).await;
+    system.stop().await;
     drop(agent);
 }
 

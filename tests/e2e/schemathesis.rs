@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use fleet_testkit::FleetUp;
+use tokio::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -27,49 +27,13 @@ fn repo() -> PathBuf {
 
 /// Starts `fleet up` on the embedded default (every instance on free
 /// loopback ports, the edge on `edge`) and waits until it is ready.
-async fn fleet_up(data: &Path, edge: &str) -> Child {
-    let mut child = Command::new(fleet_tests::bin_dir().join("fleet"))
-        .args([
-            "up",
-            "--edge-addr",
-            edge,
-            "--dashboard",
-            "off",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args([
-            "--catalog-v1-2",
-            "1",
-            "--catalog-v1-3",
-            "1",
-            "--catalog-v2",
-            "1",
-            "--ratings",
-            "1",
-        ])
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("SCYLLA_NODES")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("all ") && line.contains("instances ready") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "fleet up did not get ready");
-    // Keep draining stdout so `fleet up` never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+async fn fleet_up(data: &Path, edge: &str) -> FleetUp {
+    FleetUp::up(fleet_tests::bin_dir().join("fleet"), edge, data)
+        .no_dashboard()
+        .instances(1, 1, 1, 1)
+        .embedded()
+        .start()
+        .await
 }
 
 /// `scripts/schemathesis`: installs the pinned version once; prints `st`.
@@ -88,7 +52,7 @@ async fn schemathesis_finds_no_failure_in_the_edge_api() {
     let st = schemathesis();
     let data = tempfile::tempdir().unwrap();
     let edge = free_addr();
-    let up = fleet_up(&data.path().join("fleet"), &edge).await;
+    let mut up = fleet_up(&data.path().join("fleet"), &edge).await;
 
     let max_time =
         std::env::var("FLEET_TEST_SCHEMATHESIS_MAX_TIME").unwrap_or_else(|_| "90".into());
@@ -147,16 +111,7 @@ async fn schemathesis_finds_no_failure_in_the_edge_api() {
         r["test_cases"]
     );
 
-    stop(up).await;
-}
-
-/// SIGTERM, as a user's Ctrl-C: `fleet up` stops every instance it started.
-async fn stop(mut up: Child) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
-        .await
-        .expect("fleet up stopped within a minute")
-        .unwrap();
-    assert!(status.success(), "fleet up exited with {status}");
+    // SIGTERM, as a user's Ctrl-C: `fleet up` stops every instance it
+    // started.
+    up.stop().await;
 }

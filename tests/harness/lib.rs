@@ -22,20 +22,16 @@ pub mod rehearse;
 pub use observed::ObservedFleetUp;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleet_discovery::{ConsulClient, RouteStore};
 use fleet_supervisor::{Backends, Launcher, Topology, TopologyOptions};
+use fleet_testkit::unique_name;
 
 pub use consul::ConsulAgent;
 
-/// A loopback address nobody listens on (bound to port 0, then released),
-/// for a process that must be told its port.
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").to_string()
-}
+pub use fleet_testkit::free_addr;
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (for
 /// query strings of Jaeger's and Prometheus' HTTP APIs).
@@ -184,18 +180,6 @@ pub struct System {
     /// Real mode: this system's own Consul agent.
     pub consul: Option<ConsulAgent>,
     _permit: tokio::sync::SemaphorePermit<'static>,
-}
-
-/// A name no other system of this machine uses (keyspace, key prefix).
-fn unique_name(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!("{prefix}_{}_{t}_{n}", std::process::id())
 }
 
 /// The admin token every instance of a test system is started with.

@@ -2,19 +2,14 @@
 //! tests that need Prometheus and Jaeger start the system.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use fleet_testkit::FleetUp;
 
 use crate::{bin_dir, free_addr};
 
 /// A running `fleet up --observability` on the embedded backends.
 pub struct ObservedFleetUp {
-    child: Child,
+    up: FleetUp,
 }
 
 impl ObservedFleetUp {
@@ -35,16 +30,8 @@ impl ObservedFleetUp {
         data: &Path,
     ) -> Self {
         let (jaeger, prometheus) = bins;
-        let mut child = Command::new(bin_dir().join("fleet"))
-            .args([
-                "up",
-                "--edge-addr",
-                edge,
-                "--dashboard",
-                "off",
-                "--data-dir",
-            ])
-            .arg(data)
+        let up = FleetUp::up(bin_dir().join("fleet"), edge, data)
+            .no_dashboard()
             .args(args)
             .args(["--observability", "--prometheus-addr", prometheus_addr])
             .args(["--prometheus-bin", prometheus, "--jaeger-bin", jaeger])
@@ -54,30 +41,11 @@ impl ObservedFleetUp {
                 "--jaeger-ui-addr",
                 jaeger_ui,
             ])
-            .env_remove("CONSUL_HTTP_ADDR")
-            .env_remove("SCYLLA_NODES")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("fleet up spawns");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("jaeger: ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(
-            matches!(ready, Ok(true)),
-            "fleet up --observability did not start"
-        );
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child }
+            .embedded()
+            .ready_when(|line| line.starts_with("jaeger: "))
+            .start()
+            .await;
+        Self { up }
     }
 
     /// SIGTERM, then it must exit 0 within 60 s.
@@ -85,16 +53,6 @@ impl ObservedFleetUp {
     /// # Panics
     /// When it does not.
     pub async fn stop(mut self) {
-        let pid = self.child.id().expect("still running");
-        kill(
-            Pid::from_raw(i32::try_from(pid).expect("a pid")),
-            Signal::SIGTERM,
-        )
-        .expect("signal fleet up");
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("fleet up stops within 60 s")
-            .expect("wait for fleet up");
-        assert!(status.success(), "fleet up exited with {status}");
+        self.up.stop().await;
     }
 }

@@ -19,65 +19,33 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use fleet_testkit::{FleetUp, FleetUpBuilder, free_addr};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, Command};
 
 /// What `fleet dashboard --viewer-token` is given here.
 const VIEWER_TOKEN: &str = "browser-viewer-token-0123456789";
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
+/// chromedriver, or `None` after reporting the test skipped (the one skip
+/// policy: under `CI` a missing chromedriver fails the test).
 fn chromedriver() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("FLEET_TEST_CHROMEDRIVER") {
         return Some(PathBuf::from(p));
     }
-    ["/usr/bin/chromedriver", "/usr/local/bin/chromedriver"]
+    let found = ["/usr/bin/chromedriver", "/usr/local/bin/chromedriver"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// Starts `fleet <args>` and reads stdout until a line satisfies `until`.
-async fn start(
-    args: &[&str],
-    until: impl Fn(&str) -> bool,
-) -> (Child, String, Lines<BufReader<ChildStdout>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleet"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            seen.push(line.clone());
-            if until(&line) {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await;
-    let Ok(Some(line)) = found else {
-        panic!("fleet {args:?} did not start: {seen:#?}");
-    };
-    (child, line, lines)
-}
-
-async fn stop(child: &mut Child) {
-    if let Some(id) = child.id() {
-        let _ = kill(Pid::from_raw(i32::try_from(id).unwrap()), Signal::SIGTERM);
+        .find(|p| p.exists());
+    if found.is_none() {
+        fleet_testkit::skip("chromedriver not found (run scripts/browser)");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    found
+}
+
+/// `fleet up` on `data_dir` with the edge on `edge` and no dashboard of
+/// its own.
+fn fleet_up(edge: &str, data_dir: &str) -> FleetUpBuilder {
+    FleetUp::up(env!("CARGO_BIN_EXE_fleet"), edge, data_dir).no_dashboard()
 }
 
 /// A WebDriver session (W3C protocol over chromedriver's HTTP API).
@@ -88,6 +56,20 @@ struct Browser {
 }
 
 impl Browser {
+    /// chromedriver (at `driver`) on a free port, and a session through it.
+    async fn start(driver: &Path) -> (Child, Self) {
+        let driver_addr = free_addr();
+        let port = driver_addr.rsplit(':').next().unwrap().to_owned();
+        let chromedriver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        (chromedriver, Self::open(&driver_addr).await)
+    }
+
     async fn open(driver: &str) -> Self {
         let http = reqwest::Client::new();
         let base = format!("http://{driver}");
@@ -180,42 +162,17 @@ async fn tile_circuit(b: &Browser, tile: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser() {
-    let Some(driver) = chromedriver() else {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty());
-        assert!(!ci, "CI: chromedriver missing (run scripts/browser)");
-        eprintln!("SKIPPED: chromedriver not found (run scripts/browser)");
-        return;
-    };
+    let Some(driver) = chromedriver() else { return };
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap().to_owned();
     let edge = free_addr();
-    let (mut up, _, up_out) = start(
-        &[
-            "up",
-            "--edge-addr",
-            &edge,
-            "--data-dir",
-            &data_dir,
-            "--catalog-v1-2",
-            "1",
-            "--catalog-v1-3",
-            "1",
-            "--catalog-v2",
-            "0",
-            "--ratings",
-            "1",
-            "--dashboard",
-            "off",
-        ],
-        |l| l.starts_with("all ") && l.contains("instances ready"),
-    )
-    .await;
-    tokio::spawn(async move {
-        let mut lines = up_out;
-        while let Ok(Some(_)) = lines.next_line().await {}
-    });
-    let (mut dash, line, dash_out) = start(
-        &[
+    let mut up = fleet_up(&edge, &data_dir)
+        .instances(1, 1, 0, 1)
+        .start()
+        .await;
+    let mut dash = FleetUp::command(
+        env!("CARGO_BIN_EXE_fleet"),
+        [
             "dashboard",
             "--addr",
             "127.0.0.1:0",
@@ -226,14 +183,16 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
             "--viewer-token",
             VIEWER_TOKEN,
         ],
-        |l| l.starts_with("dashboard: http://"),
     )
+    .ready_when(|l| l.starts_with("dashboard: http://"))
+    .start()
     .await;
-    tokio::spawn(async move {
-        let mut lines = dash_out;
-        while let Ok(Some(_)) = lines.next_line().await {}
-    });
-    let base = line.split_whitespace().nth(1).unwrap().to_owned();
+    let base = dash
+        .ready_line()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     // The data is behind the viewer token; the page passes on the one it
     // was opened with.
     let http = reqwest::Client::new();
@@ -282,16 +241,7 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
         })
     };
 
-    let driver_addr = free_addr();
-    let port = driver_addr.rsplit(':').next().unwrap().to_owned();
-    let mut chromedriver = Command::new(&driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let browser = Browser::open(&driver_addr).await;
+    let (mut chromedriver, browser) = Browser::start(&driver).await;
     browser.goto(&page).await;
 
     let tile = "tile-ratings.ListUserRatings";
@@ -372,8 +322,8 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
     stop_load.cancel();
     let _ = load.await;
     let _ = chromedriver.kill().await;
-    stop(&mut dash).await;
-    stop(&mut up).await;
+    dash.terminate().await;
+    up.terminate().await;
 }
 
 /// A game day's HTML report, as a person opens it: headless Chromium
@@ -382,32 +332,11 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
 /// `fleet up`, and a screenshot is saved.
 #[tokio::test]
 async fn a_game_day_report_renders_its_charts_in_a_browser() {
-    let Some(driver) = chromedriver() else {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty());
-        assert!(!ci, "CI: chromedriver missing (run scripts/browser)");
-        eprintln!("SKIPPED: chromedriver not found (run scripts/browser)");
-        return;
-    };
+    let Some(driver) = chromedriver() else { return };
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap().to_owned();
     let edge = free_addr();
-    let (mut up, _, up_out) = start(
-        &[
-            "up",
-            "--edge-addr",
-            &edge,
-            "--data-dir",
-            &data_dir,
-            "--dashboard",
-            "off",
-        ],
-        |l| l.starts_with("all ") && l.contains("instances ready"),
-    )
-    .await;
-    tokio::spawn(async move {
-        let mut lines = up_out;
-        while let Ok(Some(_)) = lines.next_line().await {}
-    });
+    let mut up = fleet_up(&edge, &data_dir).start().await;
     let report = data.path().join("report.html");
     let experiment = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../gamedays/slow-catalog-canary.json");
@@ -431,16 +360,7 @@ async fn a_game_day_report_renders_its_charts_in_a_browser() {
         String::from_utf8_lossy(&ran.stderr)
     );
 
-    let driver_addr = free_addr();
-    let port = driver_addr.rsplit(':').next().unwrap().to_owned();
-    let mut chromedriver = Command::new(&driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let browser = Browser::open(&driver_addr).await;
+    let (mut chromedriver, browser) = Browser::start(&driver).await;
     browser.goto(&format!("file://{}", report.display())).await;
     // Each chart is drawn: a visible SVG with one line per cohort, each
     // with points, and the activity band under them.
@@ -484,5 +404,5 @@ async fn a_game_day_report_renders_its_charts_in_a_browser() {
     println!("screenshot: {}", shot.display());
     browser.close().await;
     let _ = chromedriver.kill().await;
-    stop(&mut up).await;
+    up.terminate().await;
 }

@@ -7,15 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fleet_edge_client::{EdgeClient, RequestOptions};
+use fleet_testkit::FleetUp;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 fn registry(data: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read(data.join("run/registry.json")).unwrap();
@@ -38,58 +35,19 @@ fn alive(pid: Pid) -> bool {
 }
 
 /// Starts `fleet up` (one instance per service) and waits for its "all N
-/// instances ready" line; every later stdout line arrives on the channel.
-async fn up(data: &Path) -> (Child, mpsc::UnboundedReceiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleet"))
-        .args(["up", "--edge-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args([
-            "--catalog-v1-2",
-            "1",
-            "--catalog-v1-3",
-            "0",
-            "--catalog-v2",
-            "0",
-            "--ratings",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.starts_with("all ") && line.contains("instances ready");
-            seen.push(line);
-            if done {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(
-        matches!(ready, Ok(true)),
-        "fleet up did not get ready: {seen:#?}"
-    );
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+/// instances ready" line; every later stdout line arrives on
+/// [`FleetUp::rest`].
+async fn up(data: &Path) -> FleetUp {
+    FleetUp::up(env!("CARGO_BIN_EXE_fleet"), "127.0.0.1:0", data)
+        .instances(1, 0, 0, 1)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_dal_is_restarted_and_writes_come_back_without_a_human() {
     let data = tempfile::tempdir().unwrap();
-    let (mut fleet, mut out) = up(data.path()).await;
+    let mut fleet = up(data.path()).await;
     let dal = entry(data.path(), "dal-1");
     assert_eq!(dal["restarts"], 0);
     let edge = entry(data.path(), "edge-1");
@@ -132,7 +90,7 @@ async fn a_killed_dal_is_restarted_and_writes_come_back_without_a_human() {
     // Logged as JSON lines: the exit, then the restart.
     let mut events = Vec::new();
     while events.len() < 2 {
-        let line = tokio::time::timeout(Duration::from_secs(10), out.recv())
+        let line = tokio::time::timeout(Duration::from_secs(10), fleet.rest.recv())
             .await
             .expect("the supervisor logs the exit and the restart")
             .expect("fleet up still running");
@@ -180,18 +138,9 @@ async fn a_killed_dal_is_restarted_and_writes_come_back_without_a_human() {
 
     // SIGTERM stops everything, and nothing is restarted on the way out.
     let pids: Vec<Pid> = registry(data.path()).iter().map(pid).collect();
-    kill(
-        Pid::from_raw(i32::try_from(fleet.id().unwrap()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), fleet.wait())
-        .await
-        .expect("fleet up stopped within a minute")
-        .unwrap();
-    assert!(status.success(), "fleet up exited with {status}");
+    fleet.stop().await;
     let mut rest = Vec::new();
-    while let Some(line) = out.recv().await {
+    while let Some(line) = fleet.rest.recv().await {
         rest.push(line);
     }
     assert!(

@@ -8,14 +8,37 @@
 //! process's own stderr (libtest's capture does not swallow it) and in the
 //! skip log `scripts/test` counts, and the caller returns early.
 //!
+//! The one harness: [`TestService::start`] builds any service's app (each
+//! implements [`TestApp`] behind its `test-util` feature) from an
+//! environment ([`loopback_env`]: port 0 and fast readiness), runs it on
+//! its own task, gives its addresses, waits for `/readyz` and stops it —
+//! on drop too. [`probe`] reads an instance's admin port, [`net`] hands
+//! out free, closed and hung loopback addresses, and [`FleetUp`] runs the
+//! `fleet up` process until it is ready and stops it with SIGTERM.
+//!
 //! [`reflection`] asks a running server what its gRPC reflection
 //! describes, as `grpcurl list` would.
 //!
-//! Only tests depend on this crate.
+//! Only tests depend on this crate, and it depends on no service: a
+//! service's own tests may use it without a cycle.
 
 #![forbid(unsafe_code)]
 
+mod fleet_up;
+pub mod net;
+pub mod probe;
 pub mod reflection;
+mod service;
+
+pub use fleet_up::{FleetUp, FleetUpBuilder, all_instances_ready};
+pub use net::{black_hole, closed_port, free_addr, unique_name};
+pub use service::{BoxError, TestApp, TestService, loopback_env};
+
+/// The environment type [`TestApp::build`] reads (re-exported for
+/// [`impl_test_app!`]).
+pub use fleet_config::Env;
+/// The token that stops a [`TestApp`] (re-exported for [`impl_test_app!`]).
+pub use tokio_util::sync::CancellationToken;
 
 use std::io::Write as _;
 

@@ -99,3 +99,9 @@ impl App {
         Ok(())
     }
 }
+
+// Tests start this service through the one harness
+// (`fleet_testkit::TestService::start::<App>(&env)`); only tests turn on
+// `test-util`.
+#[cfg(feature = "test-util")]
+fleet_testkit::impl_test_app!(App, Config, grpc_addr);

@@ -8,10 +8,9 @@ use fleet_seed::SeedConfig;
 use std::time::Duration;
 
 use fleet_catalog_client::CallOptions;
-use support::{
-    add_fault, black_hole, client, closed_port, opts, readyz, start_catalog, start_catalog_on,
-    start_dal, stays_ready, wait_for,
-};
+use fleet_testkit::probe::{readyz, stays_ready, wait_for};
+use fleet_testkit::{black_hole, closed_port};
+use support::{add_fault, client, opts, start_catalog, start_catalog_on, start_dal};
 
 fn seed_titles() -> Vec<fleet_seed::SeedTitle> {
     fleet_seed::titles(&SeedConfig {
@@ -23,7 +22,7 @@ fn seed_titles() -> Vec<fleet_seed::SeedTitle> {
 #[tokio::test]
 async fn titles_come_from_the_dal_in_request_order() {
     let dal = start_dal().await;
-    let catalog = start_catalog(dal.grpc, "1.3.0").await;
+    let catalog = start_catalog(dal.addr, "1.3.0").await;
     let c = client(&catalog);
     let seed = seed_titles();
 
@@ -46,7 +45,7 @@ async fn titles_come_from_the_dal_in_request_order() {
 #[tokio::test]
 async fn an_unknown_title_is_not_found() {
     let dal = start_dal().await;
-    let catalog = start_catalog(dal.grpc, "1.3.0").await;
+    let catalog = start_catalog(dal.addr, "1.3.0").await;
     let e = client(&catalog)
         .get_title("t99999", opts())
         .await
@@ -59,7 +58,7 @@ async fn an_unknown_title_is_not_found() {
 #[tokio::test]
 async fn browsing_pages_through_all_titles_and_by_genre() {
     let dal = start_dal().await;
-    let catalog = start_catalog(dal.grpc, "1.3.0").await;
+    let catalog = start_catalog(dal.addr, "1.3.0").await;
     let c = client(&catalog);
 
     // Every title exactly once, in id order, following the cursor.
@@ -105,8 +104,8 @@ async fn browsing_pages_through_all_titles_and_by_genre() {
 #[tokio::test]
 async fn release_1_3_adds_badges_and_release_1_2_does_not() {
     let dal = start_dal().await;
-    let v12 = start_catalog(dal.grpc, "1.2.4").await;
-    let v13 = start_catalog(dal.grpc, "1.3.0").await;
+    let v12 = start_catalog(dal.addr, "1.2.4").await;
+    let v13 = start_catalog(dal.addr, "1.3.0").await;
     let seed = seed_titles();
     let ids: Vec<String> = seed.iter().take(100).map(|t| t.id.clone()).collect();
 
@@ -228,7 +227,7 @@ async fn a_hung_or_delayed_dal_leaves_the_catalog_ready() {
     // A real dal whose every call a fault rule delays by 3 s.
     let dal = start_dal().await;
     add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
-    let slow = start_catalog(dal.grpc, "1.3.0").await;
+    let slow = start_catalog(dal.addr, "1.3.0").await;
     wait_for("/readyz answers 200", async || {
         readyz(slow.admin).await == 200
     })

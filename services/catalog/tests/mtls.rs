@@ -13,8 +13,8 @@ use fleet_catalog_client::{
 };
 use fleet_config::{Env, MutualTls};
 use fleet_metrics::Metrics;
+use fleet_testkit::{TestService, loopback_env};
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
-use tokio_util::sync::CancellationToken;
 
 /// A CA that signs service certificates into a directory.
 struct Ca {
@@ -76,80 +76,29 @@ fn tls_env(files: &[PathBuf; 3]) -> [(&'static str, String); 3] {
     ]
 }
 
-struct Running {
-    grpc: std::net::SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), fleet_server::entry::BoxError>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(result.is_ok(), "{result:?}");
-    }
-}
-
-async fn dal(data: &Path, tls: &[PathBuf; 3]) -> Running {
-    let mut env: Vec<(&str, String)> = vec![
-        ("GRPC_ADDR", "127.0.0.1:0".into()),
-        ("ADMIN_ADDR", "127.0.0.1:0".into()),
-        ("DATA_DIR", data.display().to_string()),
-        ("SEED", "true".into()),
-        ("SEED_TITLES", "20".into()),
-        ("SEED_USERS", "5".into()),
-        ("READINESS_INTERVAL", "50ms".into()),
-        ("SHUTDOWN_GRACE", "2s".into()),
-    ];
-    env.extend(tls_env(tls));
-    let env = env_of(&env);
-    let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, stop) = (app.grpc_addr(), app.shutdown_token());
-    Running {
-        grpc,
-        stop,
-        task: tokio::spawn(app.run()),
-    }
+/// A seeded dal serving TLS with `tls`'s files.
+async fn dal(tls: &[PathBuf; 3]) -> TestService {
+    let tls = tls_env(tls);
+    let pairs: Vec<(&str, &str)> = tls.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fleet_dal::testing::start_seeded(20, 5, &pairs).await
 }
 
 fn catalog_env(dal: std::net::SocketAddr, tls: Option<&[PathBuf; 3]>) -> Env {
-    let mut env: Vec<(&str, String)> = vec![
-        ("GRPC_ADDR", "127.0.0.1:0".into()),
-        ("ADMIN_ADDR", "127.0.0.1:0".into()),
-        ("SERVICE_VERSION", "1.3.0".into()),
+    let pairs = [
+        ("SERVICE_VERSION", "1.3.0".to_owned()),
         ("DAL_ADDRS", dal.to_string()),
-        ("READINESS_INTERVAL", "50ms".into()),
-        ("SHUTDOWN_GRACE", "2s".into()),
     ];
-    env.extend(tls.into_iter().flat_map(tls_env));
-    env_of(&env)
-}
-
-fn env_of(pairs: &[(&str, String)]) -> Env {
-    Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+    loopback_env(pairs.into_iter().chain(tls.into_iter().flat_map(tls_env)))
 }
 
 /// A catalog started from `env` on its own task.
-async fn catalog_from(env: &Env) -> Running {
-    let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, stop) = (app.grpc_addr(), app.shutdown_token());
-    Running {
-        grpc,
-        stop,
-        task: tokio::spawn(app.run()),
-    }
+async fn catalog_from(env: &Env) -> TestService {
+    TestService::start::<fleet_catalog::App>(env).await
 }
 
-fn client(catalog: &Running, tls: Option<MutualTls>) -> CatalogClient {
+fn client(catalog: &TestService, tls: Option<MutualTls>) -> CatalogClient {
     let instances =
-        fleet_rpc::parse_instances(&catalog.grpc.to_string(), &semver::Version::new(1, 3, 0))
+        fleet_rpc::parse_instances(&catalog.addr.to_string(), &semver::Version::new(1, 3, 0))
             .unwrap();
     let mut config =
         DependencyConfig::new("catalog", "test", fleet_catalog_client::INTERFACE_MAJOR);
@@ -170,12 +119,11 @@ fn opts() -> CallOptions {
 #[tokio::test]
 async fn every_hop_runs_mutual_tls_and_every_way_around_it_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
     let ca = Ca::new("fleet test CA");
     let dal_files = ca.issue(dir.path(), "dal");
     let catalog_files = ca.issue(dir.path(), "catalog");
-    let dal = dal(data.path(), &dal_files).await;
-    let catalog = catalog_from(&catalog_env(dal.grpc, Some(&catalog_files))).await;
+    let dal = dal(&dal_files).await;
+    let catalog = catalog_from(&catalog_env(dal.addr, Some(&catalog_files))).await;
 
     // The whole chain: client → catalog → dal, each hop with certificates.
     let good = client(&catalog, Some(ca.tls(dir.path(), "edge")));
@@ -196,7 +144,7 @@ async fn every_hop_runs_mutual_tls_and_every_way_around_it_is_refused() {
 
     // A server whose certificate names another service (the dal's key
     // answering as a catalog): refused by the client.
-    let impostor = catalog_from(&catalog_env(dal.grpc, Some(&dal_files))).await;
+    let impostor = catalog_from(&catalog_env(dal.addr, Some(&dal_files))).await;
     let fooled = client(&impostor, Some(ca.tls(dir.path(), "edge")));
     assert!(fooled.get_title("t00001", opts()).await.is_err());
     // …while the same client reaches the real catalog.

@@ -27,9 +27,9 @@ fn dependency(list: &str, major: u64) -> Dependency {
 #[tokio::test]
 async fn catalog_2_serves_v2_titles_and_v1_clients_never_reach_it() {
     let dal = start_dal().await;
-    let v13 = start_catalog(dal.grpc, "1.3.0").await;
-    let v20 = start_catalog(dal.grpc, "2.0.0").await;
-    let list = format!("{}@1.3.0,{}@2.0.0", v13.grpc, v20.grpc);
+    let v13 = start_catalog(dal.addr, "1.3.0").await;
+    let v20 = start_catalog(dal.addr, "2.0.0").await;
+    let list = format!("{}@1.3.0,{}@2.0.0", v13.addr, v20.addr);
 
     let v2 = CatalogV2Client::new(dependency(&list, 2));
     let t = v2.get_title("t00001", opts()).await.unwrap();
@@ -53,7 +53,7 @@ async fn catalog_2_serves_v2_titles_and_v1_clients_never_reach_it() {
         assert_eq!(v1.get_title("t00001", opts()).await.unwrap().id, "t00001");
     }
     // Only 2.x listed: a v1 client has nowhere to go, rather than calling it.
-    let only_v2 = CatalogClient::new(dependency(&format!("{}@2.0.0", v20.grpc), 1));
+    let only_v2 = CatalogClient::new(dependency(&format!("{}@2.0.0", v20.addr), 1));
     assert!(matches!(
         only_v2.get_title("t00001", opts()).await,
         Err(Error::Unavailable {
@@ -63,7 +63,7 @@ async fn catalog_2_serves_v2_titles_and_v1_clients_never_reach_it() {
     ));
     // And 2.x does not serve catalog.v1 at all (a mislabelled instance
     // would be refused, not misread).
-    let mislabelled = CatalogClient::new(dependency(&format!("{}@1.3.0", v20.grpc), 1));
+    let mislabelled = CatalogClient::new(dependency(&format!("{}@1.3.0", v20.addr), 1));
     let e = mislabelled.get_title("t00001", opts()).await.unwrap_err();
     assert!(!matches!(e, Error::NotFound { .. }), "{e:?}");
 

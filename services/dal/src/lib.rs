@@ -23,6 +23,8 @@ pub mod config;
 pub mod record;
 pub mod service;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod validate;
 
 use std::process::ExitCode;

@@ -18,7 +18,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use support::{Backend, Running, StoreEnv, backend_var, client, opts};
+use fleet_testkit::TestService;
+use support::{Backend, StoreEnv, client, opts};
 
 /// The tests that restart the Cassandra node take turns: libtest runs a
 /// binary's tests in parallel, and one test's restart would otherwise land
@@ -51,8 +52,8 @@ async fn unreachable_cassandra_at_start_is_not_ready_and_keeps_retrying() {
     let mut env = StoreEnv::new(Backend::Embedded, "unreachable").unwrap();
     env.set("SCYLLA_NODES", closed.to_string())
         .set("SCYLLA_CONNECT_TIMEOUT", "100ms");
-    let dal = Running::start(env.config()).await;
-    let c = client(&[dal.grpc]);
+    let dal = TestService::start::<fleet_dal::App>(&env.env()).await;
+    let c = client(&[dal.addr]);
     let start = Instant::now();
     let mut attempts_seen = Vec::new();
     while start.elapsed() < Duration::from_secs(4) {
@@ -69,7 +70,7 @@ async fn unreachable_cassandra_at_start_is_not_ready_and_keeps_retrying() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        health(dal.grpc).await,
+        health(dal.addr).await,
         Some(ServingStatus::NotServing as i32),
         "gRPC health says NOT_SERVING"
     );
@@ -84,7 +85,7 @@ async fn unreachable_cassandra_at_start_is_not_ready_and_keeps_retrying() {
         attempts_seen.last() > attempts_seen.first(),
         "keeps retrying: {attempts_seen:?}"
     );
-    assert!(!dal.task.is_finished(), "still running");
+    assert!(dal.is_running(), "still running");
     dal.stop().await;
 }
 
@@ -95,7 +96,7 @@ async fn unreachable_cassandra_at_start_is_not_ready_and_keeps_retrying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cassandra_restart_mid_load_loses_no_acknowledged_write() {
     let test = "cassandra_restart_mid_load";
-    let Some(ctl) = backend_var("FLEET_TEST_BACKENDS_CTL", test) else {
+    let Some(ctl) = fleet_testkit::backend("FLEET_TEST_BACKENDS_CTL") else {
         return;
     };
     let Some(mut env) = StoreEnv::new(Backend::Cassandra, test) else {
@@ -105,7 +106,7 @@ async fn cassandra_restart_mid_load_loses_no_acknowledged_write() {
     let _turn = RESTARTS.lock().await;
     let run = async {
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for w in 0..6u32 {
@@ -262,10 +263,10 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
     use pb::data_access_client::DataAccessClient;
 
     let test = "cassandra_recovery";
-    let Some(ctl) = backend_var("FLEET_TEST_BACKENDS_CTL", test) else {
+    let Some(ctl) = fleet_testkit::backend("FLEET_TEST_BACKENDS_CTL") else {
         return;
     };
-    let Some(node) = backend_var("FLEET_TEST_SCYLLA_NODES", test) else {
+    let Some(node) = fleet_testkit::backend("FLEET_TEST_SCYLLA_NODES") else {
         return;
     };
     let node = node.split(',').next().unwrap().trim().to_owned();
@@ -276,7 +277,7 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
     let _turn = RESTARTS.lock().await;
     let run = async {
         let dal = env.start().await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", dal.grpc))
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", dal.addr))
             .unwrap()
             .connect_lazy();
         let grpc = DataAccessClient::new(channel);
@@ -369,7 +370,7 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
         assert!(failures > 0, "the restart was felt");
         // The session was rebuilt as soon as Cassandra answered, rather
         // than waiting out the driver's refill backoff.
-        let reconnects = support::metric_sum(
+        let reconnects = fleet_testkit::probe::metric_sum(
             &dal.metrics().await,
             "fleet_dal_store_reconnects_total",
             &[],
@@ -380,7 +381,7 @@ async fn writes_resume_within_seconds_of_cassandra_answering_again() {
         );
 
         // Every acknowledged write is there.
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         for (_, r) in &acked {
             let mine = c
                 .list_ratings_by_user(&r.user_id, 5, None, opts())

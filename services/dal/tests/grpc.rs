@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use fleet_dal_client::{CallOptions, Error, Progress, Rating};
 use fleet_metrics::Metrics;
 
-use support::{
-    Backend, OwnRedis, StoreEnv, backend_var, client, exit_ok, metric_sum, opts, percentile, unique,
-};
+use fleet_testkit::probe::metric_sum;
+use fleet_testkit::unique_name;
+use support::{Backend, OwnRedis, StoreEnv, client, exit_ok, opts, percentile};
 
 /// Generates `embedded::<name>` and `cassandra::<name>` for each scenario.
 macro_rules! both_backends {
@@ -73,7 +73,7 @@ async fn reads_writes_paging_validation_and_restart(backend: Backend) {
     };
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
 
         // Reads of the seed data.
         let t = c.get_title("t00001", opts()).await.unwrap();
@@ -317,7 +317,7 @@ async fn reads_writes_paging_validation_and_restart(backend: Backend) {
         // Everything survives a restart on the same store, not re-seeded.
         dal.stop().await;
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         let mine = c
             .list_ratings_by_user("u_test", 10, None, opts())
             .await
@@ -346,8 +346,8 @@ async fn retried_duplicated_and_concurrent_ratings_never_double_count(backend: B
             Backend::Cassandra => Some(env.start().await),
             Backend::Embedded => None,
         };
-        let mut addrs = vec![first.grpc];
-        addrs.extend(second.as_ref().map(|s| s.grpc));
+        let mut addrs = vec![first.addr];
+        addrs.extend(second.as_ref().map(|s| s.addr));
         let clients: Vec<_> = addrs.iter().map(|a| client(&[*a])).collect();
         let title = "t00003";
         let before = clients[0]
@@ -501,7 +501,7 @@ async fn repair_finds_and_fixes_drift_then_reports_none(backend: Backend) {
     };
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
-        let before = visible(&client(&[dal.grpc])).await;
+        let before = visible(&client(&[dal.addr])).await;
         assert!(before.nope_genre.is_empty(), "{before:?}");
         assert!(before.ghost_progress.is_empty(), "{before:?}");
         dal.stop().await;
@@ -511,7 +511,7 @@ async fn repair_finds_and_fixes_drift_then_reports_none(backend: Backend) {
         drop(store);
         // The drift is there for a client to see.
         let dal = env.start().await;
-        let drifted = visible(&client(&[dal.grpc])).await;
+        let drifted = visible(&client(&[dal.addr])).await;
         dal.stop().await;
         assert_ne!(drifted.summary, before.summary, "the summary drifted");
 
@@ -526,7 +526,7 @@ async fn repair_finds_and_fixes_drift_then_reports_none(backend: Backend) {
         drop(store);
 
         let dal = env.start().await;
-        let after = visible(&client(&[dal.grpc])).await;
+        let after = visible(&client(&[dal.addr])).await;
         dal.stop().await;
         assert_eq!(after, before, "the API answers as before the drift");
 
@@ -598,10 +598,10 @@ async fn cache_outage_and_garbage_never_fail_a_request(backend: Backend) {
     let Some(mut env) = StoreEnv::new(backend, test) else {
         return;
     };
-    let Some(mut redis) = OwnRedis::start(test) else {
+    let Some(mut redis) = OwnRedis::start() else {
         return;
     };
-    let prefix = format!("{}:", unique("c"));
+    let prefix = format!("{}:", unique_name("t_c"));
     env.set("REDIS_URL", redis.url())
         .set("REDIS_KEY_PREFIX", prefix.clone())
         .set("CACHE_TITLE_TTL", "100s")
@@ -609,7 +609,7 @@ async fn cache_outage_and_garbage_never_fail_a_request(backend: Backend) {
         .set("REDIS_TIMEOUT", "100ms");
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         let mut r = redis.conn().await;
 
         // Read-through: the second read of a title is a hit.
@@ -821,7 +821,7 @@ async fn deadlines_bound_every_query(backend: Backend) {
     };
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         // Whatever the budget, the answer is the result or
         // DEADLINE_EXCEEDED, within the budget plus scheduling slack —
         // never a hang, never another error.
@@ -880,15 +880,15 @@ async fn latency_and_cache_hit_ratio_under_a_skewed_read_mix(backend: Backend) {
     // Cassandra runs with Redis in front (the production pair), the
     // embedded store with its in-process cache.
     if backend == Backend::Cassandra {
-        let Some(url) = backend_var("FLEET_TEST_REDIS_URL", test) else {
+        let Some(url) = fleet_testkit::backend("FLEET_TEST_REDIS_URL") else {
             return;
         };
         env.set("REDIS_URL", url)
-            .set("REDIS_KEY_PREFIX", format!("{}:", unique("lat")));
+            .set("REDIS_KEY_PREFIX", format!("{}:", unique_name("t_lat")));
     }
     bounded(Duration::from_secs(240), async {
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
 
         // Writes: distinct users, so every one applies.
@@ -918,10 +918,10 @@ async fn latency_and_cache_hit_ratio_under_a_skewed_read_mix(backend: Backend) {
         // in-process cache, FLUSH of our prefix for Redis (a new prefix).
         dal.stop().await;
         if backend == Backend::Cassandra {
-            env.set("REDIS_KEY_PREFIX", format!("{}:", unique("lat")));
+            env.set("REDIS_KEY_PREFIX", format!("{}:", unique_name("t_lat")));
         }
         let dal = env.start().await;
-        let c = client(&[dal.grpc]);
+        let c = client(&[dal.addr]);
 
         // Skewed reads: Zipf(1.1) over 120 titles, titles and summaries.
         let weights: Vec<f64> = (1..=120).map(|k| 1.0 / f64::from(k).powf(1.1)).collect();

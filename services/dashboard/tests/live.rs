@@ -17,84 +17,30 @@ use std::time::Duration;
 use fleet_catalog_client::{
     CallOptions, CatalogClient, Dependency, DependencyConfig, InstanceSource,
 };
-use fleet_config::Env;
 use fleet_metrics::Metrics;
-use fleet_server::entry::BoxError;
+use fleet_testkit::{TestService, loopback_env};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-struct Running {
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), BoxError>>,
-    _data: Option<tempfile::TempDir>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
 
 /// The admin token of every instance here; it opens their streams.
 const TOKEN: &str = "live-test-admin-token-0123456789";
 
-async fn start_dal() -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let env = Env::from_pairs([
-        ("GRPC_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("ADMIN_TOKEN", TOKEN),
-        ("DATA_DIR", data.path().to_str().unwrap()),
-        ("SEED", "true"),
-        ("SEED_TITLES", "50"),
-        ("SEED_USERS", "10"),
-        ("READINESS_INTERVAL", "50ms"),
-        ("SHUTDOWN_GRACE", "2s"),
-    ]);
-    let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    let task = tokio::spawn(app.run());
-    Running {
-        grpc,
-        admin,
-        stop,
-        task,
-        _data: Some(data),
-    }
+async fn start_dal() -> TestService {
+    fleet_dal::testing::start_seeded(50, 10, &[("ADMIN_TOKEN", TOKEN)]).await
 }
 
-async fn start_catalog(dal: SocketAddr) -> Running {
-    let env = Env::from_pairs([
-        ("GRPC_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
+async fn start_catalog(dal: SocketAddr) -> TestService {
+    let env = loopback_env([
         ("ADMIN_TOKEN", TOKEN),
         ("SERVICE_VERSION", "1.3.0"),
         ("DAL_ADDRS", &dal.to_string()),
-        ("READINESS_INTERVAL", "50ms"),
-        ("SHUTDOWN_GRACE", "2s"),
     ]);
-    let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    let task = tokio::spawn(app.run());
-    Running {
-        grpc,
-        admin,
-        stop,
-        task,
-        _data: None,
-    }
+    TestService::start::<fleet_catalog::App>(&env).await
 }
 
-fn client(catalog: &Running) -> CatalogClient {
+fn client(catalog: &TestService) -> CatalogClient {
     let instances =
-        fleet_rpc::parse_instances(&catalog.grpc.to_string(), &semver::Version::new(1, 3, 0))
+        fleet_rpc::parse_instances(&catalog.addr.to_string(), &semver::Version::new(1, 3, 0))
             .unwrap();
     CatalogClient::new(Dependency::new(
         DependencyConfig::new("catalog", "test", fleet_catalog_client::INTERFACE_MAJOR),
@@ -313,7 +259,7 @@ async fn read_stream(url: &str, enough: impl Fn(&Seen) -> bool) -> Seen {
 #[tokio::test]
 async fn every_hystrix_stream_event_is_what_the_hystrix_dashboard_accepts() {
     let dal = start_dal().await;
-    let catalog = start_catalog(dal.grpc).await;
+    let catalog = start_catalog(dal.addr).await;
     let c = client(&catalog);
     traffic(&c, 30).await;
 
@@ -381,8 +327,8 @@ async fn every_hystrix_stream_event_is_what_the_hystrix_dashboard_accepts() {
 #[tokio::test]
 async fn the_dashboard_aggregates_instances_like_turbine() {
     let dal = start_dal().await;
-    let a = start_catalog(dal.grpc).await;
-    let b = start_catalog(dal.grpc).await;
+    let a = start_catalog(dal.addr).await;
+    let b = start_catalog(dal.addr).await;
     let dir = tempfile::tempdir().unwrap();
     let registry = dir.path().join("registry.json");
     let entries: Vec<Value> = [("dal", &dal), ("catalog", &a), ("catalog", &b)]
@@ -390,7 +336,7 @@ async fn the_dashboard_aggregates_instances_like_turbine() {
         .enumerate()
         .map(|(i, (service, r))| {
             serde_json::json!({"service": service, "version": "1.3.0", "instance_id": format!("i{i}"),
-                "addr": r.grpc.to_string(), "admin_addr": r.admin.to_string(), "pid": 1, "zone": "local"})
+                "addr": r.addr.to_string(), "admin_addr": r.admin.to_string(), "pid": 1, "zone": "local"})
         })
         .collect();
     std::fs::write(&registry, serde_json::to_vec(&entries).unwrap()).unwrap();

@@ -10,8 +10,9 @@ mod support;
 use std::time::Duration;
 
 use fleet_edge_client::{EdgeError, RequestOptions};
+use fleet_testkit::probe::metrics;
 use serde_json::json;
-use support::{System, add_fault, metrics, served_calls};
+use support::{System, add_fault, served_calls};
 
 fn opts() -> RequestOptions {
     RequestOptions::default()
@@ -648,6 +649,6 @@ async fn the_edge_exposes_route_metrics_and_readiness() {
     );
     assert!(text.contains("status=\"404\"} 1"), "{text}");
     assert!(text.contains("fleet_http_server_request_duration_seconds_bucket"));
-    assert_eq!(support::readyz(sys.edge.admin).await, 200);
+    assert_eq!(fleet_testkit::probe::readyz(sys.edge.admin).await, 200);
     sys.stop().await;
 }

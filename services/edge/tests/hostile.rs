@@ -10,8 +10,9 @@ mod support;
 use std::time::Duration;
 
 use fleet_edge_client::{EdgeError, RequestOptions};
+use fleet_testkit::probe::{metrics, readyz_rounds};
 use serde_json::json;
-use support::{System, add_fault, metrics, readyz_rounds, series_count, served_calls};
+use support::{System, add_fault, series_count, served_calls};
 
 /// Sum of a metric family's samples whose line contains every `filter`.
 fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {

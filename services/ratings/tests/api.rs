@@ -9,10 +9,9 @@ use std::time::Duration;
 use fleet_ratings_client::CallOptions;
 use fleet_ratings_client::{Error, Progress, Rating};
 use fleet_seed::SeedConfig;
-use support::{
-    add_fault, black_hole, client, closed_port, now_ms, opts, readyz, start_dal, start_ratings,
-    start_ratings_on, stays_ready, wait_for,
-};
+use fleet_testkit::probe::{readyz, stays_ready, wait_for};
+use fleet_testkit::{black_hole, closed_port};
+use support::{add_fault, client, now_ms, opts, start_dal, start_ratings, start_ratings_on};
 
 fn rating(user: &str, title: &str, stars: u32, at: i64) -> Rating {
     Rating {
@@ -35,7 +34,7 @@ fn progress(user: &str, title: &str, position_s: u32, at: i64) -> Progress {
 #[tokio::test]
 async fn rating_twice_never_double_counts() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
     let title = "t00150".to_owned();
     let before = c
@@ -104,7 +103,7 @@ async fn rating_twice_never_double_counts() {
 #[tokio::test]
 async fn a_rating_without_a_timestamp_is_stamped_now() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let start = now_ms();
     let out = client(&ratings)
         .rate_title(rating("tester02", "t00010", 5, 0), opts())
@@ -123,7 +122,7 @@ async fn a_rating_without_a_timestamp_is_stamped_now() {
 #[tokio::test]
 async fn a_users_ratings_come_newest_first_in_pages() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
     let at = now_ms() - 60_000;
     for (i, title) in ["t00011", "t00012", "t00013"].iter().enumerate() {
@@ -151,7 +150,7 @@ async fn a_users_ratings_come_newest_first_in_pages() {
 #[tokio::test]
 async fn summaries_cover_never_rated_titles() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
     // "t00001" is the most popular seed title; "t99999" does not exist.
     let ids = ["t00001", "t99999"].map(String::from);
@@ -170,7 +169,7 @@ async fn summaries_cover_never_rated_titles() {
 #[tokio::test]
 async fn top_rated_lists_the_best_first_optionally_by_genre() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
 
     let top = c.top_rated(10, None, opts()).await.unwrap();
@@ -201,7 +200,7 @@ async fn top_rated_lists_the_best_first_optionally_by_genre() {
 #[tokio::test]
 async fn continue_watching_is_newest_first_without_finished_titles() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
     let at = now_ms() - 60_000;
     for (i, title) in ["t00021", "t00022", "t00023"].iter().enumerate() {
@@ -260,7 +259,7 @@ async fn continue_watching_is_newest_first_without_finished_titles() {
 #[tokio::test]
 async fn writes_to_unknown_titles_are_not_found() {
     let dal = start_dal().await;
-    let ratings = start_ratings(dal.grpc).await;
+    let ratings = start_ratings(dal.addr).await;
     let c = client(&ratings);
     let e = c
         .rate_title(rating("tester06", "t99999", 3, 0), opts())
@@ -411,7 +410,7 @@ async fn a_hung_or_delayed_dal_leaves_the_ratings_service_ready() {
     // A real dal whose every call a fault rule delays by 3 s.
     let dal = start_dal().await;
     add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
-    let slow = start_ratings(dal.grpc).await;
+    let slow = start_ratings(dal.addr).await;
     wait_for("/readyz answers 200", async || {
         readyz(slow.admin).await == 200
     })

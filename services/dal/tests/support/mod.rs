@@ -1,5 +1,6 @@
-//! Shared by the dal's integration tests: which backends run here, a dal
-//! started in-process on port 0, a driver client for it.
+//! Shared by the dal's integration tests: which store a test runs on, a
+//! dal on it started through the one harness (`fleet_testkit`), a driver
+//! client for it, a Redis of the test's own.
 //!
 //! Real servers come from `scripts/backends up` through the `FLEET_TEST_*`
 //! variables. A missing one fails the test when `CI` is set and skips it
@@ -9,19 +10,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use fleet_config::Env;
 use fleet_dal::{App, Config};
 use fleet_dal_client::{CallOptions, DalClient, Dependency, DependencyConfig, InstanceSource};
 use fleet_metrics::Metrics;
+use fleet_testkit::{TestService, loopback_env};
 
-/// The value of a `FLEET_TEST_*` variable, or `None` (the caller skips);
-/// the decision is the workspace's one skip policy (`fleet_testkit`).
-pub fn backend_var(var: &str, _test: &str) -> Option<String> {
-    fleet_testkit::backend(var)
-}
+use fleet_testkit::unique_name;
 
 /// Which store a suite test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,20 +28,6 @@ pub enum Backend {
     /// The real Cassandra of `FLEET_TEST_SCYLLA_NODES`, in a keyspace of
     /// the test's own.
     Cassandra,
-}
-
-static UNIQUE: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test (or earlier run) uses: for keyspaces and Redis
-/// key prefixes.
-pub fn unique(label: &str) -> String {
-    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 1_000_000_000;
-    format!("t_{label}_{}_{t}_{n}", std::process::id())
 }
 
 /// The environment of one dal test: the store's settings (and the temp
@@ -68,9 +51,12 @@ impl StoreEnv {
             ("SEED_USERS".to_owned(), "30".to_owned()),
         ];
         if backend == Backend::Cassandra {
-            let nodes = backend_var("FLEET_TEST_SCYLLA_NODES", test)?;
+            let nodes = fleet_testkit::backend("FLEET_TEST_SCYLLA_NODES")?;
             pairs.push(("SCYLLA_NODES".into(), nodes));
-            pairs.push(("SCYLLA_KEYSPACE".into(), unique(&short(test))));
+            pairs.push((
+                "SCYLLA_KEYSPACE".into(),
+                unique_name(&format!("t_{}", short(test))),
+            ));
         }
         Some(Self {
             backend,
@@ -88,19 +74,18 @@ impl StoreEnv {
 
     /// The settings as a dal `Env`, listeners on port 0.
     pub fn env(&self) -> Env {
-        let mut pairs = vec![
-            ("GRPC_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("ADMIN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("READINESS_INTERVAL".to_owned(), "50ms".to_owned()),
-            ("SHUTDOWN_GRACE".to_owned(), "2s".to_owned()),
-            // These tests fire bursts of up to 216 concurrent writes to
-            // check the data, not overload: the adaptive concurrency limit
-            // (tested in fleet-server and fleet-resilience) stays above them.
-            ("CONCURRENCY_LIMIT_INITIAL".to_owned(), "512".to_owned()),
-            ("CONCURRENCY_LIMIT_MIN".to_owned(), "512".to_owned()),
+        // These tests fire bursts of up to 216 concurrent writes to check
+        // the data, not overload: the adaptive concurrency limit (tested in
+        // fleet-server and fleet-resilience) stays above them.
+        let limits = [
+            ("CONCURRENCY_LIMIT_INITIAL", "512"),
+            ("CONCURRENCY_LIMIT_MIN", "512"),
         ];
-        pairs.extend(self.pairs.iter().cloned());
-        Env::from_pairs(pairs)
+        loopback_env(
+            limits
+                .into_iter()
+                .chain(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )
     }
 
     /// The parsed configuration.
@@ -109,10 +94,10 @@ impl StoreEnv {
     }
 
     /// A dal on this store, ready to serve (seeded).
-    pub async fn start(&self) -> Running {
-        let r = Running::start(self.config()).await;
-        r.wait_ready(Duration::from_secs(120)).await;
-        r
+    pub async fn start(&self) -> TestService {
+        let dal = TestService::start::<App>(&self.env()).await;
+        dal.wait_ready(Duration::from_secs(120)).await;
+        dal
     }
 
     /// Runs `dal <cmd>` as the one-off admin process does; its exit code
@@ -143,91 +128,6 @@ fn short(test: &str) -> String {
 /// Exit code text of success, to compare with [`StoreEnv::admin`].
 pub fn exit_ok() -> String {
     format!("{:?}", std::process::ExitCode::SUCCESS)
-}
-
-/// A dal served in-process.
-pub struct Running {
-    pub grpc: SocketAddr,
-    pub admin: SocketAddr,
-    pub stop: tokio_util::sync::CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// Builds and runs a dal; does not wait for readiness.
-    pub async fn start(config: Config) -> Self {
-        let app = App::build(config).await.unwrap();
-        let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-        let task = tokio::spawn(async move { app.run().await.unwrap() });
-        Self {
-            grpc,
-            admin,
-            stop,
-            task,
-        }
-    }
-
-    /// `/readyz` status code.
-    pub async fn readyz(&self) -> (u16, String) {
-        let r = reqwest::Client::new()
-            .get(format!("http://{}/readyz", self.admin))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
-    }
-
-    /// Waits for `/readyz` 200.
-    pub async fn wait_ready(&self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            let (code, body) = self.readyz().await;
-            if code == 200 {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "dal not ready after {limit:?}: {code} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The Prometheus text of the admin port.
-    pub async fn metrics(&self) -> String {
-        reqwest::Client::new()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Drains and stops it.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// The sum of every sample of `family` whose labels contain all of
-/// `labels` (e.g. `["cache=\"titles\"", "result=\"hit\""]`).
-pub fn metric_sum(text: &str, family: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A driver client for one dal instance (or several).
@@ -262,8 +162,8 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     /// `None` (skip) when `FLEET_TEST_REDIS_SERVER` is not set.
-    pub fn start(test: &str) -> Option<Self> {
-        let bin = backend_var("FLEET_TEST_REDIS_SERVER", test)?;
+    pub fn start() -> Option<Self> {
+        let bin = fleet_testkit::backend("FLEET_TEST_REDIS_SERVER")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

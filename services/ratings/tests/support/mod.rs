@@ -1,5 +1,5 @@
-//! Starting a real dal and a real ratings service in-process on loopback
-//! port 0.
+//! A real dal and a real ratings service in-process on loopback port 0
+//! (the one harness, `fleet_testkit`), and the ratings driver client.
 
 // Test support: a panic is how a test reports a broken system.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,101 +7,36 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet_config::Env;
 use fleet_metrics::Metrics;
 use fleet_ratings_client::{
     CallOptions, Dependency, DependencyConfig, InstanceSource, RatingsClient,
 };
-use fleet_server::entry::BoxError;
-use tokio_util::sync::CancellationToken;
+use fleet_testkit::{TestService, loopback_env};
 
-/// The admin token the test dal is started with (fault rules).
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+use fleet_dal::testing::ADMIN_TOKEN;
 
 /// Seed titles the test dal holds (`t00001`…`t00200`).
 pub const SEED_TITLES: u32 = 200;
 
-/// An app running on its own task.
-pub struct Running {
-    pub grpc: SocketAddr,
-    pub admin: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), BoxError>>,
-    _data: Option<tempfile::TempDir>,
-}
-
-impl Running {
-    /// Drains and stops the app; it must stop cleanly.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("stopped within the grace period")
-            .expect("task did not panic");
-        assert!(result.is_ok(), "{result:?}");
-    }
-}
-
 /// A real dal on a fresh data directory, seeded.
-pub async fn start_dal() -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let env = Env::from_pairs([
-        ("GRPC_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("DATA_DIR", data.path().to_str().unwrap()),
-        ("SEED", "true"),
-        ("SEED_TITLES", &SEED_TITLES.to_string()),
-        ("SEED_USERS", "50"),
-        ("READINESS_INTERVAL", "50ms"),
-        ("SHUTDOWN_GRACE", "2s"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-    ]);
-    let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    let task = tokio::spawn(app.run());
-    Running {
-        grpc,
-        admin,
-        stop,
-        task,
-        _data: Some(data),
-    }
+pub async fn start_dal() -> TestService {
+    fleet_dal::testing::start_seeded(SEED_TITLES, 50, &[]).await
 }
 
 /// A ratings service whose dal is at `dal`.
-pub async fn start_ratings(dal: SocketAddr) -> Running {
+pub async fn start_ratings(dal: SocketAddr) -> TestService {
     start_ratings_on(&dal.to_string()).await
 }
 
 /// A ratings service given `DAL_ADDRS=dal_addrs`.
-pub async fn start_ratings_on(dal_addrs: &str) -> Running {
-    let env = Env::from_pairs([
-        ("GRPC_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("DAL_ADDRS", dal_addrs),
-        ("READINESS_INTERVAL", "50ms"),
-        ("SHUTDOWN_GRACE", "2s"),
-    ]);
-    let app = fleet_ratings::App::build(fleet_ratings::Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let (grpc, admin, stop) = (app.grpc_addr(), app.admin_addr(), app.shutdown_token());
-    let task = tokio::spawn(app.run());
-    Running {
-        grpc,
-        admin,
-        stop,
-        task,
-        _data: None,
-    }
+pub async fn start_ratings_on(dal_addrs: &str) -> TestService {
+    TestService::start::<fleet_ratings::App>(&loopback_env([("DAL_ADDRS", dal_addrs)])).await
 }
 
 /// The ratings service's driver client, pointed at one instance.
-pub fn client(ratings: &Running) -> RatingsClient {
+pub fn client(ratings: &TestService) -> RatingsClient {
     let instances =
-        fleet_rpc::parse_instances(&ratings.grpc.to_string(), &semver::Version::new(1, 0, 0))
+        fleet_rpc::parse_instances(&ratings.addr.to_string(), &semver::Version::new(1, 0, 0))
             .unwrap();
     RatingsClient::new(Dependency::new(
         DependencyConfig::new("ratings", "test", fleet_ratings_client::INTERFACE_MAJOR),
@@ -123,90 +58,7 @@ pub fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap()
 }
 
-/// A loopback address nothing listens on.
-pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// The admin port's `/readyz` status code.
-pub async fn readyz(admin: SocketAddr) -> u16 {
-    reqwest::get(format!("http://{admin}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-/// Polls `f` until it holds (at most 5 s).
-pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..250 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: not reached within 5 s");
-}
-
-/// `/readyz`: its status and how many rounds of checks have run so far
-/// (so a test can tell readiness was re-evaluated, not just cached).
-pub async fn readyz_rounds(admin: SocketAddr) -> (u16, u64) {
-    let r = reqwest::get(format!("http://{admin}/readyz"))
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
-    let rounds = body
-        .split_once("\"rounds\":")
-        .and_then(|(_, rest)| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no rounds in {body}"));
-    (status, rounds)
-}
-
-/// Asserts `/readyz` answers 200 through at least `n` more rounds of
-/// checks.
-pub async fn stays_ready(admin: SocketAddr, n: u64) {
-    let (status, start) = readyz_rounds(admin).await;
-    assert_eq!(status, 200, "ready to begin with");
-    loop {
-        let (status, rounds) = readyz_rounds(admin).await;
-        assert_eq!(status, 200, "turned unready after {rounds} rounds");
-        if rounds >= start + n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A loopback listener that accepts connections and never answers: a dal
-/// hung beyond any probe's timeout, gRPC health included (which a fault
-/// rule never delays). Dropping the handle's task closes it.
-pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (addr, task)
-}
-
 /// Adds a fault rule (JSON) on an instance's admin port.
 pub async fn add_fault(admin: SocketAddr, rule: &str) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{admin}/admin/faults"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(rule.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "fault refused: {:?}", r.text().await);
+    fleet_testkit::probe::add_fault(admin, ADMIN_TOKEN, rule).await;
 }
