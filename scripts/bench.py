@@ -149,6 +149,21 @@ def rss_kb(pid):
         return 0
 
 
+def private_kb(pid):
+    """Private_Clean + Private_Dirty: what this instance alone holds. RSS
+    also counts the pages of the (shared, multi-call) `fleet` binary that
+    every instance maps."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except OSError:
+        return 0
+    return total
+
+
 class Fleet:
     """One `fleet up` on embedded defaults, with its registry."""
 
@@ -183,10 +198,10 @@ class Fleet:
         return [e for e in self.registry
                 if e["service"] == service and e["version"].startswith(version_prefix)]
 
-    def rss_by_service(self):
+    def rss_by_service(self, measure=rss_kb):
         out = {}
         for e in self.registry:
-            out.setdefault(e["service"], []).append(rss_kb(e["pid"]))
+            out.setdefault(e["service"], []).append(measure(e["pid"]))
         return out
 
     def stop(self):
@@ -295,6 +310,8 @@ def main():
     catalog = f"grpc://{fleet.instances('catalog', '1.2')[0]['addr']}"
     time.sleep(1)
     idle = fleet.rss_by_service()
+    idle_private = fleet.rss_by_service(private_kb)
+    raw["rss_kb"] = {"idle": idle, "idle_private": idle_private}
     body = get(f"{edge}/api/v1/titles/t00001")
     nginx, nginx_static, nginx_proxy = start_nginx(body, fleet.edge)
     echo, echo_addr = start_echo()
@@ -372,8 +389,9 @@ def main():
 
     with open(os.path.join(OUT, "results.json"), "w") as fh:
         json.dump(raw, fh, indent=1)
-    report = render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, peak,
-                    up_ready, registry, sweep)
+    raw["rss_kb"]["under_mix_max"] = peak
+    report = render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, idle_private,
+                    peak, up_ready, registry, sweep)
     with open(os.path.join(OUT, "report.md"), "w") as fh:
         fh.write(report)
     print(report)
@@ -381,8 +399,8 @@ def main():
         plot(sweep)
 
 
-def render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, peak, up_ready,
-           registry, sweep):
+def render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, idle_private, peak,
+           up_ready, registry, sweep):
     L = []
     w = L.append
     w(f"# scripts/bench{' --quick' if QUICK else ''} ({PROFILE} build)")
@@ -465,12 +483,16 @@ def render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, peak, u
     w("")
     w("## Memory per instance (RSS, MB)")
     w("")
-    w(f"| service | instances | idle (mean) | idle (max) | under the mix (max) |")
-    w("|---|---|---|---|---|")
+    w("| service | instances | idle (mean) | idle (max) | idle, private only (mean) | "
+      "under the mix (max) |")
+    w("|---|---|---|---|---|---|")
     for svc in sorted(idle):
-        kbs = idle[svc]
+        kbs, private = idle[svc], idle_private.get(svc, [0])
         w(f"| {svc} | {len(kbs)} | {sum(kbs) / len(kbs) / 1024:.1f} | {max(kbs) / 1024:.1f} | "
-          f"{max(peak.get(svc, [0])) / 1024:.1f} |")
+          f"{sum(private) / len(private) / 1024:.1f} | {max(peak.get(svc, [0])) / 1024:.1f} |")
+    w("")
+    w("RSS counts the pages of the one multi-call `fleet` binary each instance maps "
+      "(shared between instances); private is what one more instance costs.")
     w("")
     w("## Targets")
     w("")
@@ -485,9 +507,9 @@ def render(facts, rows, fixed, mix, gen_wrk, gen_open, gen_closed, idle, peak, u
     targets.append(("fleet load ≤ 1.5× wrk's CPU per request", f"{cost_ratio:.2f}×",
                     cost_ratio <= 1.5))
     rate_share = gen_open["achieved_rate"] / gen_wrk["rate"]
-    targets.append(("fleet load sustains ≥ 90 % of wrk's rate",
-                    f"{rate_share * 100:.0f} % ({gen_open['late']['percent']:.1f} % late)",
-                    rate_share >= 0.90 and not gen_open["generator_saturated"]))
+    targets.append(("fleet load sustains ≥ 90 % of wrk's rate (open loop at wrk's rate)",
+                    f"{rate_share * 100:.0f} % ({gen_open['late']['percent']:.1f} % of sends "
+                    f"more than 1 ms late)", rate_share >= 0.90))
     mix_ok = (mix["achieved_rate"] >= 0.98 * MIX_RATE and mix["response"]["p99_ms"] < 50
               and mix["error_percent"] < 0.1)
     targets.append((f"the edge mix holds {MIX_RATE} req/s open loop at p99 < 50 ms",
@@ -529,16 +551,23 @@ import json, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 sweep, png, title = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
 for ax, key, label in ((axes[0], "p50_ms", "p50"), (axes[1], "p99_ms", "p99")):
     for n in sorted({s["catalogs"] for s in sweep}):
         pts = [s for s in sweep if s["catalogs"] == n]
-        ax.plot([s["achieved"] for s in pts], [s[key] for s in pts], marker="o",
-                label=f"catalog 1.2 x{n}")
-    ax.set_xlabel("achieved requests/s (GET /api/v1/titles/{id})")
+        # Successful answers per second: past saturation the edge sheds
+        # (fast 503s), so the curve turns back instead of running on.
+        ax.plot([s["achieved"] * (1 - s["error_percent"] / 100) for s in pts],
+                [s[key] for s in pts], marker="o", label=f"catalog 1.2 x{n}")
+        for s in pts:
+            ax.annotate(str(s["rate"]), (s["achieved"] * (1 - s["error_percent"] / 100), s[key]),
+                        textcoords="offset points", xytext=(3, 3), fontsize=7, alpha=0.6)
+    ax.set_xlabel("successful requests/s (GET /api/v1/titles/{id}); labels: offered rate")
     ax.set_ylabel(f"{label} response time, ms (log)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(f"{label} vs throughput")

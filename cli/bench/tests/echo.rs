@@ -12,7 +12,9 @@ async fn get_title_answers_the_seed_title_and_not_found_otherwise() {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(fleet_bench::serve(listener, shutdown.clone()));
 
-    let mut client = CatalogClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = CatalogClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let seed = &fleet_seed::titles(&fleet_seed::SeedConfig::default())[41];
     let title = client
         .get_title(pb::GetTitleRequest {
@@ -29,7 +31,9 @@ async fn get_title_answers_the_seed_title_and_not_found_otherwise() {
     assert_eq!(title.genre, seed.genre);
 
     let missing = client
-        .get_title(pb::GetTitleRequest { id: "t99999".into() })
+        .get_title(pb::GetTitleRequest {
+            id: "t99999".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);

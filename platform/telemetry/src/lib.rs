@@ -313,4 +313,41 @@ mod tests {
             );
         });
     }
+
+    /// Without an exporter `init` samples nothing: spans still carry trace
+    /// ids (logs name the trace, calls pass `traceparent` on) though the
+    /// SDK records nothing.
+    #[test]
+    fn unsampled_spans_keep_their_trace_ids() {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            let span = tracing::info_span!("server");
+            set_parent_from(&span, &incoming);
+            assert_eq!(
+                span.in_scope(current_trace_id).as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            let tp = span.in_scope(current_traceparent).unwrap();
+            assert!(
+                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{tp}"
+            );
+
+            let root = tracing::info_span!("root");
+            let id = root.in_scope(current_trace_id).unwrap();
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32));
+        });
+        // No span at all: no trace id.
+        assert_eq!(current_trace_id(), None);
+    }
 }
