@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_config::Env;
+use fleet_server::App as _;
 use fleet_testkit::reflection;
 
 const EVERY_SERVICE: [&str; 4] = [
@@ -65,7 +66,7 @@ async fn dal() -> Running {
     let app = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let (grpc, token) = (app.grpc_addr(), app.shutdown_token());
+    let (grpc, token) = (app.main_addr(), app.shutdown_token());
     Running {
         grpc,
         stop: Box::new(move || token.cancel()),
@@ -80,7 +81,7 @@ async fn catalog(dal: SocketAddr, version: &str) -> Running {
     let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let (grpc, token) = (app.grpc_addr(), app.shutdown_token());
+    let (grpc, token) = (app.main_addr(), app.shutdown_token());
     Running {
         grpc,
         stop: Box::new(move || token.cancel()),
@@ -95,7 +96,7 @@ async fn ratings(dal: SocketAddr) -> Running {
     let app = fleet_ratings::App::build(fleet_ratings::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let (grpc, token) = (app.grpc_addr(), app.shutdown_token());
+    let (grpc, token) = (app.main_addr(), app.shutdown_token());
     Running {
         grpc,
         stop: Box::new(move || token.cancel()),

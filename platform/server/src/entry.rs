@@ -3,9 +3,10 @@
 //! telemetry → load and validate config (exit 64 on bad config) → build the
 //! app → run until SIGTERM/Ctrl-C → drain within the grace period → exit 0 (1 when
 //! the grace period ran out and requests in flight were aborted).
-//! Service binaries call [`run`] from a three-line `main.rs`; `fleet up`
-//! calls the very same function, so a service behaves identically whether
-//! started on its own, in a container, or by the fleet tool.
+//! Service binaries call [`serve`] (an [`App`]'s whole `main`) from a
+//! three-line `main.rs`; `fleet up` calls the very same function, so a
+//! service behaves identically whether started on its own, in a
+//! container, or by the fleet tool.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use fleet_config::{ConfigError, Env};
 use fleet_telemetry::TelemetryConfig;
+
+use crate::app::App;
 
 /// Exit status for unusable configuration: 64 (`EX_USAGE` in sysexits.h),
 /// the house convention for "the operator must fix the settings".
@@ -82,6 +85,31 @@ where
             }
         }
     })
+}
+
+/// Runs the service `A` to completion ([`run`] with `A`'s config and
+/// [`start`]) and returns the process exit code: a service's whole `main`.
+pub fn serve<A: App>(env: Env) -> ExitCode {
+    run(A::SERVICE, env, A::config, start::<A>)
+}
+
+/// Builds `A` and runs it until `stop` (the signal token) or the app's own
+/// shutdown token is cancelled, then drains: [`run`]'s `start` for an [`App`].
+///
+/// # Errors
+/// When the app cannot be built or its server fails.
+pub async fn start<A: App>(config: A::Config, stop: CancellationToken) -> Result<(), BoxError> {
+    let app = A::build(config).await?;
+    let shutdown = app.shutdown_token();
+    // The signal token belongs to the entry point; the app has its own.
+    // Forward the one to the other, and end this task with the app.
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => shutdown.cancel(),
+            () = shutdown.cancelled() => {}
+        }
+    });
+    app.run().await
 }
 
 /// An error and its sources on one line (`a: b: c`), for the log.

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod app;
 pub mod config;
 pub mod conn_limit;
 pub mod entry;
@@ -27,6 +28,7 @@ pub mod readiness;
 pub mod shutdown;
 pub mod tls;
 
+pub use app::App;
 pub use config::{GrpcLimits, HttpLimits, Identity, ServerConfig};
 pub use grpc_context::{GrpcContext, GrpcContextLayer};
 pub use host::{ServerError, ServiceHost};

@@ -163,33 +163,35 @@ impl Drop for TestService {
     }
 }
 
-/// Implements [`TestApp`] for a service's `$app`, built from `$config`
-/// (`Config::from_env`), callers' listener at `$app::$addr()`: every
-/// service's app has the same `build`, `admin_addr`, `shutdown_token` and
-/// `run`, so this is written once.
+/// Implements [`TestApp`] for a service's `$app` through its
+/// `fleet_server::App` implementation (config from the environment, build,
+/// main and admin address, shutdown token, run): written once here. The
+/// expansion names `fleet_server`, which every service depends on; this
+/// crate does not, so `fleet-server`'s own tests may use it.
 ///
 /// ```text
 /// #[cfg(feature = "test-util")]
-/// fleet_testkit::impl_test_app!(App, Config, grpc_addr);
+/// fleet_testkit::impl_test_app!(App);
 /// ```
 #[macro_export]
 macro_rules! impl_test_app {
-    ($app:ty, $config:ty, $addr:ident) => {
+    ($app:ty) => {
         impl $crate::TestApp for $app {
             async fn build(env: &$crate::Env) -> ::std::result::Result<Self, $crate::BoxError> {
-                <$app>::build(<$config>::from_env(env)?).await
+                let config = <$app as ::fleet_server::App>::config(env)?;
+                <$app as ::fleet_server::App>::build(config).await
             }
 
             fn addr(&self) -> ::std::net::SocketAddr {
-                <$app>::$addr(self)
+                <$app as ::fleet_server::App>::main_addr(self)
             }
 
             fn admin_addr(&self) -> ::std::net::SocketAddr {
-                <$app>::admin_addr(self)
+                <$app as ::fleet_server::App>::admin_addr(self)
             }
 
             fn shutdown_token(&self) -> $crate::CancellationToken {
-                <$app>::shutdown_token(self)
+                <$app as ::fleet_server::App>::shutdown_token(self)
             }
 
             fn run(
@@ -197,7 +199,7 @@ macro_rules! impl_test_app {
             ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::BoxError>>
             + ::std::marker::Send
             + 'static {
-                <$app>::run(self)
+                <$app as ::fleet_server::App>::run(self)
             }
         }
     };

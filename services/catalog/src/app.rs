@@ -1,7 +1,6 @@
 //! [`App`]: what a catalog instance is made of, bound and ready to run.
 
-use std::net::SocketAddr;
-
+use fleet_config::{ConfigError, Env};
 use fleet_dal_client::DalClient;
 use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
@@ -9,7 +8,6 @@ use fleet_proto::catalog::v1::catalog_server::CatalogServer;
 use fleet_proto::catalog::v2::catalog_server::CatalogServer as CatalogV2Server;
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::config::Config;
@@ -27,13 +25,20 @@ pub struct App {
     features: Features,
 }
 
-impl App {
+impl fleet_server::App for App {
+    type Config = Config;
+    const SERVICE: &'static str = crate::SERVICE;
+
+    fn config(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
     /// Binds the gRPC and admin listeners, builds the dal client and
     /// registers the readiness check (a dal instance is known).
     ///
     /// # Errors
     /// When a listener cannot be bound.
-    pub async fn build(config: Config) -> Result<Self, BoxError> {
+    async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.clone();
         let features = Features::for_version(&version);
         let metrics = Metrics::new(crate::SERVICE, &version.to_string());
@@ -60,31 +65,15 @@ impl App {
         })
     }
 
-    /// The bound gRPC address.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.main_addr()
-    }
-
-    /// The bound admin HTTP address (`/healthz`, `/readyz`, `/metrics`, …).
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    /// The features of the release this instance runs.
-    pub fn features(&self) -> Features {
-        self.features
-    }
-
-    /// Cancelling this token drains and stops the app.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.host.shutdown_token()
+    fn host(&self) -> &ServiceHost {
+        &self.host
     }
 
     /// Serves until the shutdown token is cancelled, then drains.
     ///
     /// # Errors
     /// When the server fails (not on a normal shutdown).
-    pub async fn run(self) -> Result<(), BoxError> {
+    async fn run(self) -> Result<(), BoxError> {
         // Interface major 2 is a different contract: 2.x serves catalog.v2
         // only, so a v1 caller can never be answered by it (nor by mistake).
         if self.host.identity().version.major == 2 {
@@ -100,8 +89,15 @@ impl App {
     }
 }
 
+impl App {
+    /// The features of the release this instance runs.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+}
+
 // Tests start this service through the one harness
 // (`fleet_testkit::TestService::start::<App>(&env)`); only tests turn on
 // `test-util`.
 #[cfg(feature = "test-util")]
-fleet_testkit::impl_test_app!(App, Config, grpc_addr);
+fleet_testkit::impl_test_app!(App);

@@ -32,17 +32,5 @@ pub const SERVICE: &str = "catalog";
 /// Runs the catalog until SIGTERM/Ctrl-C, then drains; returns the exit
 /// code (64 for bad configuration).
 pub fn main(env: Env) -> ExitCode {
-    fleet_server::entry::run(SERVICE, env, Config::from_env, |config, stop| async move {
-        let app = App::build(config).await?;
-        let shutdown = app.shutdown_token();
-        // The signal token belongs to the entry point; the app has its own.
-        // Forward the one to the other, and end this task with the app.
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => shutdown.cancel(),
-                () = shutdown.cancelled() => {}
-            }
-        });
-        app.run().await
-    })
+    fleet_server::entry::serve::<App>(env)
 }

@@ -1,11 +1,9 @@
 //! [`App`]: the dal assembled — store, cache, gRPC service, host.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
+use fleet_config::{ConfigError, Env};
 use fleet_metrics::Metrics;
 use fleet_proto::dal::v1::data_access_server::DataAccessServer;
 use fleet_server::ServiceHost;
@@ -64,7 +62,14 @@ pub struct App {
     service: DalService,
 }
 
-impl App {
+impl fleet_server::App for App {
+    type Config = Config;
+    const SERVICE: &'static str = crate::SERVICE;
+
+    fn config(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
     /// Opens the store, seeds it when asked and empty, binds the listeners.
     ///
     /// With Cassandra (`SCYLLA_NODES`) nothing here waits for it: the store
@@ -78,7 +83,7 @@ impl App {
     /// # Errors
     /// When the embedded store cannot be opened or a listener cannot be
     /// bound.
-    pub async fn build(config: Config) -> Result<Self, BoxError> {
+    async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.to_string();
         let metrics = Metrics::new("dal", &version);
         let store: SharedStore = match &config.cql {
@@ -130,26 +135,15 @@ impl App {
         })
     }
 
-    /// The bound gRPC address.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.main_addr()
-    }
-
-    /// The bound admin address.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    /// Cancelling this token drains and stops the instance.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.host.shutdown_token()
+    fn host(&self) -> &ServiceHost {
+        &self.host
     }
 
     /// Serves until the shutdown token is cancelled, then drains.
     ///
     /// # Errors
     /// When the server fails.
-    pub async fn run(self) -> Result<(), BoxError> {
+    async fn run(self) -> Result<(), BoxError> {
         let routes = tonic::service::Routes::new(DataAccessServer::new(self.service));
         self.host.run_grpc(routes, &[SERVICE_NAME]).await?;
         Ok(())
@@ -160,4 +154,4 @@ impl App {
 // (`fleet_testkit::TestService::start::<App>(&env)`); only tests turn on
 // `test-util`.
 #[cfg(feature = "test-util")]
-fleet_testkit::impl_test_app!(App, Config, grpc_addr);
+fleet_testkit::impl_test_app!(App);

@@ -40,6 +40,9 @@ use crate::store::{CqlStore, Startup};
 pub use app::App;
 pub use config::Config;
 
+/// The service name: in logs, metrics, discovery and `x-fleet-served-by`.
+pub const SERVICE: &str = "dal";
+
 /// The dal's command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -87,25 +90,15 @@ where
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => entry::run("dal", env, Config::from_env, serve),
-        Command::Migrate => entry::run("dal", env, Config::from_env, |c, _| migrate(c)),
-        Command::Seed => entry::run("dal", env, Config::from_env, |c, _| seed(c)),
-        Command::Repair => entry::run("dal", env, Config::from_env, |c, _| repair(c)),
+        Command::Serve => entry::serve::<App>(env),
+        Command::Migrate => entry::run(SERVICE, env, Config::from_env, |c, _| migrate(c)),
+        Command::Seed => entry::run(SERVICE, env, Config::from_env, |c, _| seed(c)),
+        Command::Repair => entry::run(SERVICE, env, Config::from_env, |c, _| repair(c)),
     }
 }
 
-async fn serve(config: Config, stop: tokio_util::sync::CancellationToken) -> Result<(), BoxError> {
-    let app = App::build(config).await?;
-    let token = app.shutdown_token();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        token.cancel();
-    });
-    app.run().await
-}
-
 fn admin_metrics(config: &Config) -> Metrics {
-    Metrics::new("dal", &config.server.identity.version.to_string())
+    Metrics::new(SERVICE, &config.server.identity.version.to_string())
 }
 
 async fn migrate(config: Config) -> Result<(), BoxError> {

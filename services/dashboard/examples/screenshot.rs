@@ -16,6 +16,7 @@ use fleet_catalog_client::{
 };
 use fleet_config::Env;
 use fleet_metrics::Metrics;
+use fleet_server::App as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +40,7 @@ async fn main() {
     let dal = fleet_dal::App::build(fleet_dal::Config::from_env(&env).unwrap())
         .await
         .unwrap();
-    let (dal_grpc, dal_admin) = (dal.grpc_addr(), dal.admin_addr());
+    let (dal_grpc, dal_admin) = (dal.main_addr(), dal.admin_addr());
     tokio::spawn(dal.run());
     let mut entries = vec![
         json!({"service":"dal","version":"1.0.0","instance_id":"dal-1","admin_addr":dal_admin.to_string()}),
@@ -60,7 +61,7 @@ async fn main() {
             "admin_addr":app.admin_addr().to_string()}),
         );
         let v = semver::Version::parse(version).unwrap();
-        let instances = fleet_rpc::parse_instances(&app.grpc_addr().to_string(), &v).unwrap();
+        let instances = fleet_rpc::parse_instances(&app.main_addr().to_string(), &v).unwrap();
         clients.push(CatalogClient::new(Dependency::new(
             DependencyConfig::new("catalog", "demo", fleet_catalog_client::INTERFACE_MAJOR),
             InstanceSource::Static(instances),

@@ -1,15 +1,13 @@
 //! [`App`]: what an edge instance is made of, bound and ready to run.
 
-use std::net::SocketAddr;
-
 use fleet_catalog_client::CatalogClient;
 use fleet_catalog_client::v2::CatalogV2Client;
+use fleet_config::{ConfigError, Env};
 use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_ratings_client::RatingsClient;
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::stack::rate_limit::ClientLimiter;
@@ -25,13 +23,20 @@ pub struct App {
     stack: StackConfig,
 }
 
-impl App {
+impl fleet_server::App for App {
+    type Config = Config;
+    const SERVICE: &'static str = crate::SERVICE;
+
+    fn config(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
     /// Binds the HTTP and admin listeners, builds the catalog and ratings
     /// clients and registers their readiness checks.
     ///
     /// # Errors
     /// When a listener cannot be bound.
-    pub async fn build(config: Config) -> Result<Self, BoxError> {
+    async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.to_string();
         let metrics = Metrics::new(crate::SERVICE, &version);
         // Consul when CONSUL_HTTP_ADDR is set, else the static *_ADDRS
@@ -97,26 +102,15 @@ impl App {
         })
     }
 
-    /// The bound public HTTP address.
-    pub fn http_addr(&self) -> SocketAddr {
-        self.host.main_addr()
-    }
-
-    /// The bound admin HTTP address (`/healthz`, `/readyz`, `/metrics`, …).
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    /// Cancelling this token drains and stops the app.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.host.shutdown_token()
+    fn host(&self) -> &ServiceHost {
+        &self.host
     }
 
     /// Serves until the shutdown token is cancelled, then drains.
     ///
     /// # Errors
     /// When the server fails (not on a normal shutdown).
-    pub async fn run(self) -> Result<(), BoxError> {
+    async fn run(self) -> Result<(), BoxError> {
         let router = stack::router(self.state, self.stack);
         self.host.run_http(router).await?;
         Ok(())
@@ -127,4 +121,4 @@ impl App {
 // (`fleet_testkit::TestService::start::<App>(&env)`); only tests turn on
 // `test-util`.
 #[cfg(feature = "test-util")]
-fleet_testkit::impl_test_app!(App, Config, http_addr);
+fleet_testkit::impl_test_app!(App);

@@ -38,15 +38,5 @@ pub const SERVICE: &str = "edge";
 /// Runs the edge until SIGTERM/Ctrl-C, then drains; returns the exit code
 /// (64 for bad configuration).
 pub fn main(env: Env) -> ExitCode {
-    fleet_server::entry::run(SERVICE, env, Config::from_env, |config, stop| async move {
-        let app = App::build(config).await?;
-        let shutdown = app.shutdown_token();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => shutdown.cancel(),
-                () = shutdown.cancelled() => {}
-            }
-        });
-        app.run().await
-    })
+    fleet_server::entry::serve::<App>(env)
 }

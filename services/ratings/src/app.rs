@@ -1,14 +1,12 @@
 //! [`App`]: what a ratings instance is made of, bound and ready to run.
 
-use std::net::SocketAddr;
-
+use fleet_config::{ConfigError, Env};
 use fleet_dal_client::DalClient;
 use fleet_discovery::Discovery;
 use fleet_metrics::Metrics;
 use fleet_proto::ratings::v1::ratings_server::RatingsServer;
 use fleet_server::ServiceHost;
 use fleet_server::entry::BoxError;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::config::Config;
@@ -24,13 +22,20 @@ pub struct App {
     service: RatingsService,
 }
 
-impl App {
+impl fleet_server::App for App {
+    type Config = Config;
+    const SERVICE: &'static str = crate::SERVICE;
+
+    fn config(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
     /// Binds the gRPC and admin listeners, builds the dal client and
     /// registers the readiness check (a dal instance is known).
     ///
     /// # Errors
     /// When a listener cannot be bound.
-    pub async fn build(config: Config) -> Result<Self, BoxError> {
+    async fn build(config: Config) -> Result<Self, BoxError> {
         let version = config.server.identity.version.clone();
         let metrics = Metrics::new(crate::SERVICE, &version.to_string());
         // Consul when CONSUL_HTTP_ADDR is set, else the static DAL_ADDRS.
@@ -55,26 +60,15 @@ impl App {
         })
     }
 
-    /// The bound gRPC address.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.main_addr()
-    }
-
-    /// The bound admin HTTP address (`/healthz`, `/readyz`, `/metrics`, …).
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    /// Cancelling this token drains and stops the app.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.host.shutdown_token()
+    fn host(&self) -> &ServiceHost {
+        &self.host
     }
 
     /// Serves until the shutdown token is cancelled, then drains.
     ///
     /// # Errors
     /// When the server fails (not on a normal shutdown).
-    pub async fn run(self) -> Result<(), BoxError> {
+    async fn run(self) -> Result<(), BoxError> {
         let routes = Routes::new(RatingsServer::new(self.service));
         self.host.run_grpc(routes, &[GRPC_SERVICE]).await?;
         Ok(())
@@ -85,4 +79,4 @@ impl App {
 // (`fleet_testkit::TestService::start::<App>(&env)`); only tests turn on
 // `test-util`.
 #[cfg(feature = "test-util")]
-fleet_testkit::impl_test_app!(App, Config, grpc_addr);
+fleet_testkit::impl_test_app!(App);
