@@ -10,7 +10,6 @@ rows and the targets.
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -287,10 +286,6 @@ def machine():
     return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release(),
             "memory_gib": round(mem_kb / 1024 / 1024, 1),
             "load_average_at_start": os.getloadavg()}
-
-
-def rps_closed(r):
-    return r["achieved_rate"]
 
 
 def fmt_ms(x):

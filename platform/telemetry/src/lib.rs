@@ -110,13 +110,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .build()
             .map_err(TelemetryError::Exporter)?;
         builder = builder.with_batch_exporter(exporter);
-    } else {
-        // Nothing is exported, so nothing is recorded: spans keep their
-        // ids (logs name the trace, calls carry `traceparent` on), but the
-        // SDK skips building span data nobody reads — 5-7 % of a gRPC
-        // service's CPU in the profile (docs/PERFORMANCE.md).
-        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
     }
+    builder = builder.with_sampler(sampler(config));
     let provider = builder.build();
     let tracer = provider.tracer("fleet");
     let filter = EnvFilter::try_new(&config.log_filter).map_err(TelemetryError::Filter)?;
@@ -146,6 +141,19 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         Ok(()) => {}
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// Which spans are recorded: with an exporter, the SDK's default (follow
+/// the caller's decision, record new traces); without one nothing is
+/// recorded — spans keep their ids (logs name the trace, calls carry
+/// `traceparent` on), but the SDK skips building span data nobody reads
+/// (5-7 % of a gRPC service's CPU in the profile, docs/PERFORMANCE.md).
+fn sampler(config: &TelemetryConfig) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler;
+    match config.otlp_endpoint {
+        Some(_) => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        None => Sampler::AlwaysOff,
+    }
 }
 
 /// The W3C trace context (`traceparent`, `tracestate`) of incoming
@@ -183,25 +191,6 @@ pub fn current_trace_id() -> Option<String> {
     let span = cx.span();
     let sc = span.span_context();
     sc.is_valid().then(|| sc.trace_id().to_string())
-}
-
-/// The trace id of a W3C `traceparent` value
-/// (`00-<32 hex trace id>-<16 hex span id>-<flags>`).
-pub fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let _version = parts.next()?;
-    let id = parts.next()?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
-        .then_some(id)
-}
-
-/// The current span's W3C `traceparent`, if it has a valid trace context.
-pub fn current_traceparent() -> Option<String> {
-    let mut h = HeaderMap::new();
-    inject(&mut h);
-    h.get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -246,22 +235,6 @@ mod tests {
     }
 
     #[test]
-    fn trace_ids_are_read_from_traceparent() {
-        assert_eq!(
-            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        for bad in [
-            "",
-            "00",
-            "00-xyz-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(trace_id_of(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn only_a_well_formed_traceparent_is_extracted() {
         use opentelemetry::trace::TraceContextExt as _;
         let mut h = HeaderMap::new();
@@ -286,67 +259,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn traceparent_round_trips_through_headers() {
-        let provider = SdkTracerProvider::builder().build();
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// Runs `f` under an OpenTelemetry layer with `sampler`, inside a span
+    /// whose parent is [`PARENT`]; returns the `traceparent` `f` would send.
+    fn in_child_of_parent(
+        sampler: opentelemetry_sdk::trace::Sampler,
+        f: impl FnOnce(&tracing::Span),
+    ) -> String {
+        let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
         tracing::subscriber::with_default(subscriber, || {
             let mut incoming = HeaderMap::new();
-            incoming.insert(
-                "traceparent",
-                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            );
+            incoming.insert("traceparent", HeaderValue::from_static(PARENT));
             let span = tracing::info_span!("server");
             set_parent_from(&span, &incoming);
+            f(&span);
             let _g = span.enter();
             let mut out = HeaderMap::new();
             inject(&mut out);
-            let tp = out.get("traceparent").unwrap().to_str().unwrap();
-            assert!(
-                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-                "{tp}"
-            );
-            assert!(
-                !tp.contains("00f067aa0ba902b7"),
-                "a child span gets its own id: {tp}"
-            );
-        });
+            out.get("traceparent").unwrap().to_str().unwrap().to_owned()
+        })
     }
 
-    /// Without an exporter `init` samples nothing: spans still carry trace
-    /// ids (logs name the trace, calls pass `traceparent` on) though the
-    /// SDK records nothing.
     #[test]
-    fn unsampled_spans_keep_their_trace_ids() {
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
-        tracing::subscriber::with_default(subscriber, || {
-            let mut incoming = HeaderMap::new();
-            incoming.insert(
-                "traceparent",
-                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            );
-            let span = tracing::info_span!("server");
-            set_parent_from(&span, &incoming);
+    fn traceparent_round_trips_through_headers() {
+        use opentelemetry_sdk::trace::Sampler;
+        let tp = in_child_of_parent(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), |_| {});
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(
+            !tp.contains("00f067aa0ba902b7"),
+            "a child span gets its own id: {tp}"
+        );
+    }
+
+    /// Without an exporter `init` samples nothing, and unsampled spans
+    /// still carry trace ids (logs name the trace, calls pass
+    /// `traceparent` on) though the SDK records nothing.
+    #[test]
+    fn without_an_exporter_nothing_is_recorded_and_trace_ids_stay() {
+        use opentelemetry_sdk::trace::Sampler;
+        let none = TelemetryConfig::from_env(&Env::default(), "x").unwrap();
+        assert!(matches!(sampler(&none), Sampler::AlwaysOff));
+        let otlp = Env::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]);
+        let with = TelemetryConfig::from_env(&otlp, "x").unwrap();
+        assert!(matches!(sampler(&with), Sampler::ParentBased(_)));
+
+        let tp = in_child_of_parent(sampler(&none), |span| {
             assert_eq!(
                 span.in_scope(current_trace_id).as_deref(),
                 Some("4bf92f3577b34da6a3ce929d0e0e4736")
             );
-            let tp = span.in_scope(current_traceparent).unwrap();
-            assert!(
-                tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-                "{tp}"
-            );
-
-            let root = tracing::info_span!("root");
+            let root = tracing::info_span!(parent: None, "root");
             let id = root.in_scope(current_trace_id).unwrap();
             assert_eq!(id.len(), 32);
             assert!(id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32));
         });
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
         // No span at all: no trace id.
         assert_eq!(current_trace_id(), None);
     }
