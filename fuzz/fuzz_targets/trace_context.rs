@@ -7,10 +7,9 @@
 //!
 //! Asserts: a parent that is accepted re-injects as the canonical
 //! `00-<32 hex>-<16 hex>-<2 hex>` form, which extracts to the same span
-//! context (ids, flags, trace state); `trace_id_of`, our own reader of
-//! `traceparent`, never disagrees with the propagator about the trace id;
-//! a span parented on the headers logs that trace id, and one whose
-//! headers carry no valid parent starts a trace of its own.
+//! context (ids, flags, trace state); a span parented on the headers logs
+//! that trace id, and one whose headers carry no valid parent starts a
+//! trace of its own.
 
 #![no_main]
 
@@ -26,11 +25,14 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The subscriber every instance installs (an OpenTelemetry layer over a
-/// provider without an exporter), once per process.
+/// provider without an exporter, which therefore samples nothing: spans
+/// keep their ids but record no data), once per process.
 fn telemetry() {
     static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
     PROVIDER.get_or_init(|| {
-        let provider = SdkTracerProvider::builder().build();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+            .build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("fuzz")));
         tracing::subscriber::set_global_default(subscriber)
@@ -59,10 +61,6 @@ fuzz_target!(|data: &[u8]| {
 
     if sc.is_valid() {
         assert!(sc.is_remote());
-        // Our own reader agrees with the propagator whenever it answers.
-        if let Some(id) = tp_text.and_then(fleet_telemetry::trace_id_of) {
-            assert_eq!(id, sc.trace_id().to_string(), "{tp_text:?}");
-        }
         // Passed on in the canonical form, and read back the same.
         let mut out: HashMap<String, String> = HashMap::new();
         TraceContextPropagator::new().inject_context(&cx, &mut out);
@@ -75,10 +73,6 @@ fuzz_target!(|data: &[u8]| {
                 sc.span_id(),
                 sc.trace_flags().to_u8()
             )
-        );
-        assert_eq!(
-            fleet_telemetry::trace_id_of(&canonical),
-            Some(&*sc.trace_id().to_string())
         );
         let mut again = HeaderMap::new();
         for (k, v) in &out {
