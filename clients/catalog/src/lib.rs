@@ -8,12 +8,9 @@
 
 #![forbid(unsafe_code)]
 
-mod stack;
-
 pub mod v2;
 
 use fleet_proto::catalog::v1 as pb;
-use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -26,17 +23,12 @@ pub const SERVICE_NAME: &str = "catalog.v1.Catalog";
 pub const INTERFACE_MAJOR: u64 = 1;
 
 mod ops {
-    use super::Operation;
-    macro_rules! op {
-        ($name:ident, $method:literal) => {
-            pub static $name: Operation =
-                Operation::new(concat!("/catalog.v1.Catalog/", $method), $method, true);
-        };
-    }
-    op!(GET_TITLE, "GetTitle");
-    op!(BATCH_GET_TITLES, "BatchGetTitles");
-    op!(LIST_TITLES, "ListTitles");
-    op!(LIST_GENRES, "ListGenres");
+    use fleet_rpc::{Operation, operation};
+    pub static GET_TITLE: Operation = operation!("catalog.v1.Catalog", "GetTitle", idempotent);
+    pub static BATCH_GET_TITLES: Operation =
+        operation!("catalog.v1.Catalog", "BatchGetTitles", idempotent);
+    pub static LIST_TITLES: Operation = operation!("catalog.v1.Catalog", "ListTitles", idempotent);
+    pub static LIST_GENRES: Operation = operation!("catalog.v1.Catalog", "ListGenres", idempotent);
 }
 
 /// A title as the catalog presents it.
@@ -72,27 +64,12 @@ pub struct Genre {
 #[derive(Clone, Debug)]
 pub struct CatalogClient {
     dep: Dependency,
-    stack: RpcService,
 }
 
 impl CatalogClient {
     /// A client over `dep`.
     pub fn new(dep: Dependency) -> Self {
-        let stack = stack::build(&dep);
-        Self { dep, stack }
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        op: &'static Operation,
-        message: Req,
-        opts: CallOptions,
-    ) -> Result<Resp, Error>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
+        Self { dep }
     }
 
     /// The underlying dependency.
@@ -114,16 +91,16 @@ impl CatalogClient {
     /// [`Error::NotFound`] when there is no such title.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let resp: pb::GetTitleResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::GET_TITLE,
                 pb::GetTitleRequest { id: id.to_owned() },
                 opts,
             )
             .await?;
-        resp.title.map(Title::from).ok_or_else(|| Error::Internal {
-            dependency: "catalog",
-            message: "GetTitle response without title".into(),
-        })
+        resp.title
+            .map(Title::from)
+            .ok_or_else(|| Error::missing_field("catalog", &ops::GET_TITLE, "title"))
     }
 
     /// Up to 100 titles by id, in request order; unknown ids are left out.
@@ -136,7 +113,8 @@ impl CatalogClient {
         opts: CallOptions,
     ) -> Result<Vec<Title>, Error> {
         let resp: pb::BatchGetTitlesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::BATCH_GET_TITLES,
                 pb::BatchGetTitlesRequest { ids: ids.to_vec() },
                 opts,
@@ -157,7 +135,8 @@ impl CatalogClient {
         opts: CallOptions,
     ) -> Result<Page<Title>, Error> {
         let resp: pb::ListTitlesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_TITLES,
                 pb::ListTitlesRequest {
                     genre: genre.unwrap_or_default().to_owned(),
@@ -179,7 +158,8 @@ impl CatalogClient {
     /// [`Error`].
     pub async fn list_genres(&self, opts: CallOptions) -> Result<Vec<Genre>, Error> {
         let resp: pb::ListGenresResponse = self
-            .call(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
+            .dep
+            .unary(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
             .await?;
         Ok(resp
             .genres

@@ -4,14 +4,14 @@
 //! filters out 2.x.
 
 use fleet_proto::catalog::v2 as pb;
-use fleet_rpc::{CallOptions, Dependency, Operation, RpcError as Error, RpcService};
+use fleet_rpc::{CallOptions, Dependency, Operation, RpcError as Error};
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "catalog.v2.Catalog";
 /// The interface major this client speaks.
 pub const INTERFACE_MAJOR: u64 = 2;
 
-static GET_TITLE: Operation = Operation::new("/catalog.v2.Catalog/GetTitle", "GetTitle", true);
+static GET_TITLE: Operation = fleet_rpc::operation!("catalog.v2.Catalog", "GetTitle", idempotent);
 
 /// A title as catalog 2.x presents it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +36,6 @@ pub struct Title {
 #[derive(Clone, Debug)]
 pub struct CatalogV2Client {
     dep: Dependency,
-    stack: RpcService,
 }
 
 impl CatalogV2Client {
@@ -44,21 +43,7 @@ impl CatalogV2Client {
     pub fn new(dep: Dependency) -> Self {
         // The same stack as v1's, over this dependency's own state: its
         // circuits, budget and metrics (`target="catalog.v2"`) are not v1's.
-        let stack = crate::stack::build(&dep);
-        Self { dep, stack }
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        op: &'static Operation,
-        message: Req,
-        opts: CallOptions,
-    ) -> Result<Resp, Error>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
+        Self { dep }
     }
 
     /// The underlying dependency.
@@ -73,7 +58,8 @@ impl CatalogV2Client {
     /// no 2.x instance runs.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let t: pb::Title = self
-            .call(
+            .dep
+            .unary(
                 &GET_TITLE,
                 pb::GetTitleRequest {
                     title_id: id.to_owned(),

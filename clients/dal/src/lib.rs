@@ -8,10 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-mod stack;
-
 use fleet_proto::dal::v1 as pb;
-use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -24,25 +21,25 @@ pub const SERVICE_NAME: &str = "dal.v1.DataAccess";
 pub const INTERFACE_MAJOR: u64 = 1;
 
 mod ops {
-    use super::Operation;
-    macro_rules! op {
-        ($name:ident, $method:literal, $idem:literal) => {
-            pub static $name: Operation =
-                Operation::new(concat!("/dal.v1.DataAccess/", $method), $method, $idem);
-        };
-    }
-    op!(GET_TITLE, "GetTitle", true);
-    op!(BATCH_GET_TITLES, "BatchGetTitles", true);
-    op!(LIST_TITLES, "ListTitles", true);
-    op!(LIST_GENRES, "ListGenres", true);
-    // Writes are idempotent: last write wins on the caller's timestamp.
-    op!(PUT_RATING, "PutRating", true);
-    op!(LIST_RATINGS_BY_USER, "ListRatingsByUser", true);
-    op!(LIST_RATINGS_BY_TITLE, "ListRatingsByTitle", true);
-    op!(BATCH_GET_RATING_SUMMARIES, "BatchGetRatingSummaries", true);
-    op!(TOP_RATED, "TopRated", true);
-    op!(PUT_PROGRESS, "PutProgress", true);
-    op!(LIST_PROGRESS, "ListProgress", true);
+    use fleet_rpc::{Operation, operation};
+    // Every write is idempotent (last write wins on the caller's
+    // timestamp), so writes are retried like reads.
+    pub static GET_TITLE: Operation = operation!("dal.v1.DataAccess", "GetTitle", idempotent);
+    pub static BATCH_GET_TITLES: Operation =
+        operation!("dal.v1.DataAccess", "BatchGetTitles", idempotent);
+    pub static LIST_TITLES: Operation = operation!("dal.v1.DataAccess", "ListTitles", idempotent);
+    pub static LIST_GENRES: Operation = operation!("dal.v1.DataAccess", "ListGenres", idempotent);
+    pub static PUT_RATING: Operation = operation!("dal.v1.DataAccess", "PutRating", idempotent);
+    pub static LIST_RATINGS_BY_USER: Operation =
+        operation!("dal.v1.DataAccess", "ListRatingsByUser", idempotent);
+    pub static LIST_RATINGS_BY_TITLE: Operation =
+        operation!("dal.v1.DataAccess", "ListRatingsByTitle", idempotent);
+    pub static BATCH_GET_RATING_SUMMARIES: Operation =
+        operation!("dal.v1.DataAccess", "BatchGetRatingSummaries", idempotent);
+    pub static TOP_RATED: Operation = operation!("dal.v1.DataAccess", "TopRated", idempotent);
+    pub static PUT_PROGRESS: Operation = operation!("dal.v1.DataAccess", "PutProgress", idempotent);
+    pub static LIST_PROGRESS: Operation =
+        operation!("dal.v1.DataAccess", "ListProgress", idempotent);
 }
 
 /// A title.
@@ -139,27 +136,12 @@ pub struct ProgressWrite {
 #[derive(Clone, Debug)]
 pub struct DalClient {
     dep: Dependency,
-    stack: RpcService,
 }
 
 impl DalClient {
     /// A client over `dep` (whose config names the dal and this caller).
     pub fn new(dep: Dependency) -> Self {
-        let stack = stack::build(&dep);
-        Self { dep, stack }
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        op: &'static Operation,
-        message: Req,
-        opts: CallOptions,
-    ) -> Result<Resp, Error>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
+        Self { dep }
     }
 
     /// The underlying dependency (instances, config).
@@ -181,7 +163,8 @@ impl DalClient {
     /// [`Error::NotFound`] when there is no such title; others as usual.
     pub async fn get_title(&self, id: &str, opts: CallOptions) -> Result<Title, Error> {
         let resp: pb::GetTitleResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::GET_TITLE,
                 pb::GetTitleRequest { id: id.to_owned() },
                 opts,
@@ -189,7 +172,7 @@ impl DalClient {
             .await?;
         resp.title
             .map(Title::from)
-            .ok_or_else(|| missing("GetTitle", "title"))
+            .ok_or_else(|| Error::missing_field("dal", &ops::GET_TITLE, "title"))
     }
 
     /// Up to 100 titles by id; unknown ids are left out.
@@ -202,7 +185,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<Title>, Error> {
         let resp: pb::BatchGetTitlesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::BATCH_GET_TITLES,
                 pb::BatchGetTitlesRequest { ids: ids.to_vec() },
                 opts,
@@ -223,7 +207,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Title>, Error> {
         let resp: pb::ListTitlesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_TITLES,
                 pb::ListTitlesRequest {
                     genre: genre.unwrap_or_default().to_owned(),
@@ -245,7 +230,8 @@ impl DalClient {
     /// [`Error`].
     pub async fn list_genres(&self, opts: CallOptions) -> Result<Vec<Genre>, Error> {
         let resp: pb::ListGenresResponse = self
-            .call(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
+            .dep
+            .unary(&ops::LIST_GENRES, pb::ListGenresRequest {}, opts)
             .await?;
         Ok(resp
             .genres
@@ -268,7 +254,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<RatingWrite, Error> {
         let resp: pb::PutRatingResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::PUT_RATING,
                 pb::PutRatingRequest {
                     rating: Some(rating.into()),
@@ -280,7 +267,7 @@ impl DalClient {
             rating: resp
                 .rating
                 .map(Rating::from)
-                .ok_or_else(|| missing("PutRating", "rating"))?,
+                .ok_or_else(|| Error::missing_field("dal", &ops::PUT_RATING, "rating"))?,
             applied: resp.applied,
             summary: resp.summary.map(RatingSummary::from).unwrap_or_default(),
         })
@@ -298,7 +285,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListRatingsByUserResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_RATINGS_BY_USER,
                 pb::ListRatingsByUserRequest {
                     user_id: user_id.to_owned(),
@@ -326,7 +314,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListRatingsByTitleResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_RATINGS_BY_TITLE,
                 pb::ListRatingsByTitleRequest {
                     title_id: title_id.to_owned(),
@@ -352,7 +341,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<RatingSummary>, Error> {
         let resp: pb::BatchGetRatingSummariesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::BATCH_GET_RATING_SUMMARIES,
                 pb::BatchGetRatingSummariesRequest {
                     title_ids: title_ids.to_vec(),
@@ -380,7 +370,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<RatingSummary>, Error> {
         let resp: pb::TopRatedResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::TOP_RATED,
                 pb::TopRatedRequest {
                     limit,
@@ -407,7 +398,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<ProgressWrite, Error> {
         let resp: pb::PutProgressResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::PUT_PROGRESS,
                 pb::PutProgressRequest {
                     progress: Some(progress.into()),
@@ -420,7 +412,7 @@ impl DalClient {
             current: resp
                 .current
                 .map(Progress::from)
-                .ok_or_else(|| missing("PutProgress", "current"))?,
+                .ok_or_else(|| Error::missing_field("dal", &ops::PUT_PROGRESS, "current"))?,
         })
     }
 
@@ -435,7 +427,8 @@ impl DalClient {
         opts: CallOptions,
     ) -> Result<Vec<Progress>, Error> {
         let resp: pb::ListProgressResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_PROGRESS,
                 pb::ListProgressRequest {
                     user_id: user_id.to_owned(),
@@ -445,13 +438,6 @@ impl DalClient {
             )
             .await?;
         Ok(resp.items.into_iter().map(Progress::from).collect())
-    }
-}
-
-fn missing(op: &str, field: &str) -> Error {
-    Error::Internal {
-        dependency: "dal",
-        message: format!("{op} response without {field}"),
     }
 }
 

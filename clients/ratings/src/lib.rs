@@ -7,10 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-mod stack;
-
 use fleet_proto::ratings::v1 as pb;
-use fleet_rpc::{Operation, RpcService};
 
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
@@ -23,20 +20,18 @@ pub const SERVICE_NAME: &str = "ratings.v1.Ratings";
 pub const INTERFACE_MAJOR: u64 = 1;
 
 mod ops {
-    use super::Operation;
-    macro_rules! op {
-        ($name:ident, $method:literal) => {
-            pub static $name: Operation =
-                Operation::new(concat!("/ratings.v1.Ratings/", $method), $method, true);
-        };
-    }
+    use fleet_rpc::{Operation, operation};
     // Every method is idempotent: writes are keyed by the caller's timestamp.
-    op!(RATE_TITLE, "RateTitle");
-    op!(LIST_USER_RATINGS, "ListUserRatings");
-    op!(GET_SUMMARIES, "GetSummaries");
-    op!(TOP_RATED, "TopRated");
-    op!(RECORD_PROGRESS, "RecordProgress");
-    op!(CONTINUE_WATCHING, "ContinueWatching");
+    pub static RATE_TITLE: Operation = operation!("ratings.v1.Ratings", "RateTitle", idempotent);
+    pub static LIST_USER_RATINGS: Operation =
+        operation!("ratings.v1.Ratings", "ListUserRatings", idempotent);
+    pub static GET_SUMMARIES: Operation =
+        operation!("ratings.v1.Ratings", "GetSummaries", idempotent);
+    pub static TOP_RATED: Operation = operation!("ratings.v1.Ratings", "TopRated", idempotent);
+    pub static RECORD_PROGRESS: Operation =
+        operation!("ratings.v1.Ratings", "RecordProgress", idempotent);
+    pub static CONTINUE_WATCHING: Operation =
+        operation!("ratings.v1.Ratings", "ContinueWatching", idempotent);
 }
 
 /// A user's rating of a title.
@@ -100,27 +95,12 @@ pub struct ProgressOutcome {
 #[derive(Clone, Debug)]
 pub struct RatingsClient {
     dep: Dependency,
-    stack: RpcService,
 }
 
 impl RatingsClient {
     /// A client over `dep`.
     pub fn new(dep: Dependency) -> Self {
-        let stack = stack::build(&dep);
-        Self { dep, stack }
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        op: &'static Operation,
-        message: Req,
-        opts: CallOptions,
-    ) -> Result<Resp, Error>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        fleet_rpc::unary(&self.stack, self.dep.config(), op, message, opts).await
+        Self { dep }
     }
 
     /// The underlying dependency.
@@ -148,7 +128,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<RateOutcome, Error> {
         let resp: pb::RateTitleResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::RATE_TITLE,
                 pb::RateTitleRequest {
                     user_id: rating.user_id,
@@ -163,11 +144,11 @@ impl RatingsClient {
             rating: resp
                 .rating
                 .map(Rating::from)
-                .ok_or_else(|| missing("RateTitle", "rating"))?,
+                .ok_or_else(|| Error::missing_field("ratings", &ops::RATE_TITLE, "rating"))?,
             summary: resp
                 .summary
                 .map(Summary::from)
-                .ok_or_else(|| missing("RateTitle", "summary"))?,
+                .ok_or_else(|| Error::missing_field("ratings", &ops::RATE_TITLE, "summary"))?,
             applied: resp.applied,
         })
     }
@@ -184,7 +165,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Page<Rating>, Error> {
         let resp: pb::ListUserRatingsResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::LIST_USER_RATINGS,
                 pb::ListUserRatingsRequest {
                     user_id: user_id.to_owned(),
@@ -210,7 +192,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Summary>, Error> {
         let resp: pb::GetSummariesResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::GET_SUMMARIES,
                 pb::GetSummariesRequest {
                     title_ids: title_ids.to_vec(),
@@ -232,7 +215,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Summary>, Error> {
         let resp: pb::TopRatedResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::TOP_RATED,
                 pb::TopRatedRequest {
                     limit,
@@ -254,7 +238,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<ProgressOutcome, Error> {
         let resp: pb::RecordProgressResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::RECORD_PROGRESS,
                 pb::RecordProgressRequest {
                     progress: Some(progress.into()),
@@ -267,7 +252,7 @@ impl RatingsClient {
             current: resp
                 .current
                 .map(Progress::from)
-                .ok_or_else(|| missing("RecordProgress", "current"))?,
+                .ok_or_else(|| Error::missing_field("ratings", &ops::RECORD_PROGRESS, "current"))?,
         })
     }
 
@@ -282,7 +267,8 @@ impl RatingsClient {
         opts: CallOptions,
     ) -> Result<Vec<Progress>, Error> {
         let resp: pb::ContinueWatchingResponse = self
-            .call(
+            .dep
+            .unary(
                 &ops::CONTINUE_WATCHING,
                 pb::ContinueWatchingRequest {
                     user_id: user_id.to_owned(),
@@ -292,13 +278,6 @@ impl RatingsClient {
             )
             .await?;
         Ok(resp.items.into_iter().map(Progress::from).collect())
-    }
-}
-
-fn missing(op: &str, field: &str) -> Error {
-    Error::Internal {
-        dependency: "ratings",
-        message: format!("{op} response without {field}"),
     }
 }
 

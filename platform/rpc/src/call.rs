@@ -28,6 +28,20 @@ pub struct Operation {
     pub idempotent: bool,
 }
 
+/// A `static` [`Operation`] of a gRPC service, its path built from the
+/// service and method names:
+/// `operation!("catalog.v1.Catalog", "GetTitle", idempotent)`, or without
+/// `idempotent` for a method that must never be sent twice.
+#[macro_export]
+macro_rules! operation {
+    ($service:literal, $method:literal, idempotent) => {
+        $crate::Operation::new(concat!("/", $service, "/", $method), $method, true)
+    };
+    ($service:literal, $method:literal) => {
+        $crate::Operation::new(concat!("/", $service, "/", $method), $method, false)
+    };
+}
+
 impl Operation {
     /// Describes a method.
     pub const fn new(path: &'static str, name: &'static str, idempotent: bool) -> Self {
@@ -103,7 +117,7 @@ impl ResilientRequest for Call {
 ///
 /// # Errors
 /// [`RpcError`].
-pub async fn unary<Req, Resp>(
+pub(crate) async fn unary<Req, Resp>(
     stack: &RpcService,
     config: &DependencyConfig,
     op: &'static Operation,
@@ -174,5 +188,16 @@ mod tests {
         assert_eq!(d, now + Duration::from_millis(20));
         let d = effective_deadline(&cfg, None, CallOptions::default(), now);
         assert_eq!(d, now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_operation_is_named_by_its_service_and_method() {
+        static READ: Operation = crate::operation!("catalog.v1.Catalog", "GetTitle", idempotent);
+        static WRITE: Operation = crate::operation!("x.v1.X", "Charge");
+        assert_eq!(READ.path, "/catalog.v1.Catalog/GetTitle");
+        assert_eq!(READ.name, "GetTitle");
+        assert!(READ.idempotent);
+        assert_eq!(WRITE.path, "/x.v1.X/Charge");
+        assert!(!WRITE.idempotent);
     }
 }

@@ -8,6 +8,7 @@ use fleet_resilience::breaker::BreakerConfig;
 use fleet_resilience::eject::EjectConfig;
 use fleet_resilience::retry::RetryConfig;
 
+use crate::instance::{Instance, parse_instances};
 use crate::routing::MajorMinor;
 use fleet_config::MutualTls;
 
@@ -184,5 +185,72 @@ impl DependencyConfig {
             .validate()
             .map_err(|e| ConfigError::invalid(&key("RETRY_*"), "", e))?;
         Ok(self)
+    }
+
+    /// The dependency's static instances, for when no discovery runs:
+    /// `<NAME>_ADDRS`, a list `ip:port[@version],…` (`default` when unset;
+    /// an instance without a version is taken to run
+    /// `<interface major>.0.0`), at least one.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unparsable or empty list.
+    pub fn instances_from_env(
+        &self,
+        env: &Env,
+        default: &str,
+    ) -> Result<Vec<Instance>, ConfigError> {
+        let key = format!("{}_ADDRS", self.name.to_ascii_uppercase());
+        let raw = env.string(&key, default);
+        let default_version = semver::Version::new(self.interface_major, 0, 0);
+        let instances = parse_instances(&raw, &default_version)
+            .map_err(|e| ConfigError::invalid(&key, &raw, e))?;
+        if instances.is_empty() {
+            return Err(ConfigError::invalid(
+                &key,
+                &raw,
+                format!("name at least one {} instance", self.name),
+            ));
+        }
+        Ok(instances)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn static_instances_come_from_name_addrs() {
+        let dal = DependencyConfig::new("dal", "catalog", 1);
+        let got = dal.instances_from_env(&env(&[]), "127.0.0.1:7300").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].addr.to_string(), "127.0.0.1:7300");
+        assert_eq!(got[0].version, semver::Version::new(1, 0, 0));
+
+        let v2 = DependencyConfig::new("catalog", "edge", 2);
+        let got = v2
+            .instances_from_env(
+                &env(&[("CATALOG_ADDRS", "127.0.0.1:1,127.0.0.1:2@2.1.0")]),
+                "127.0.0.1:7100",
+            )
+            .unwrap();
+        assert_eq!(got[0].version, semver::Version::new(2, 0, 0));
+        assert_eq!(got[1].version, semver::Version::new(2, 1, 0));
+    }
+
+    #[test]
+    fn an_empty_or_unparsable_list_names_the_variable() {
+        let dal = DependencyConfig::new("dal", "ratings", 1);
+        for bad in [",", " , ", "localhost:7300", "127.0.0.1:7300@one"] {
+            let e = dal
+                .instances_from_env(&env(&[("DAL_ADDRS", bad)]), "127.0.0.1:7300")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("DAL_ADDRS"), "{bad:?}: {e}");
+        }
     }
 }

@@ -57,8 +57,9 @@ pub(crate) struct Shared {
     loads: Loads<InstanceId>,
     outliers: Outliers<InstanceId>,
     routes: Mutex<Option<watch::Receiver<Option<Arc<RouteTable>>>>>,
-    /// The reference stack, for [`Dependency::unary`] (built on first use).
-    reference: OnceLock<RpcService>,
+    /// The stack every call goes through ([`crate::stack::build`], built
+    /// on first use).
+    stack: OnceLock<RpcService>,
 }
 
 impl std::fmt::Debug for Dependency {
@@ -216,7 +217,7 @@ impl Dependency {
             channels: Mutex::new(HashMap::new()),
             observer,
             routes: Mutex::new(None),
-            reference: OnceLock::new(),
+            stack: OnceLock::new(),
         });
         shared.prune();
         metrics.add_snapshot_source(Arc::new(StreamSource(Arc::downgrade(&shared))));
@@ -266,9 +267,8 @@ impl Dependency {
             .collect())
     }
 
-    /// Calls a unary method through the reference stack
-    /// ([`crate::stack::reference`]); driver clients build their own stack
-    /// and call [`crate::unary`] with it.
+    /// Calls a unary method through this dependency's stack
+    /// ([`crate::stack::build`]): the one way every driver client calls.
     ///
     /// # Errors
     /// [`RpcError`].
@@ -282,10 +282,7 @@ impl Dependency {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let stack = self
-            .shared
-            .reference
-            .get_or_init(|| crate::stack::reference(self));
+        let stack = self.shared.stack.get_or_init(|| crate::stack::build(self));
         unary(stack, &self.shared.config, op, message, opts).await
     }
 
@@ -347,8 +344,8 @@ impl Dependency {
             .len()
     }
 
-    // The layers of a driver client's stack, over this dependency's shared
-    // state, outermost first (see `crate::stack::reference`).
+    // The layers of the stack, over this dependency's shared state,
+    // outermost first (see `crate::stack::build`).
 
     /// Counts every call once, by operation and outcome.
     pub fn metrics_layer(&self) -> MetricsLayer<GrpcClassifier> {

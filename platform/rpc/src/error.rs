@@ -79,6 +79,15 @@ pub enum RpcError {
 }
 
 impl RpcError {
+    /// An answer of `op` from `dependency` that lacks a field the contract
+    /// says it always carries (a broken invariant on the serving side).
+    pub fn missing_field(dependency: &'static str, op: &crate::Operation, field: &str) -> Self {
+        Self::Internal {
+            dependency,
+            message: format!("{} response without {field}", op.name),
+        }
+    }
+
     /// Maps a gRPC status from `dependency`.
     pub fn from_status(dependency: &'static str, status: &tonic::Status) -> Self {
         use tonic::Code;

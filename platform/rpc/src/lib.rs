@@ -2,9 +2,9 @@
 //!
 //! A driver client (one per service, under `clients/`) owns a
 //! [`Dependency`] — the set of instances of one remote service (static, or
-//! fed live by discovery) and the state its layers share — and assembles
-//! its tower stack from the layers the dependency hands out (see
-//! [`stack::reference`] for the order and the why of each): metrics,
+//! fed live by discovery) and the state its layers share — and calls
+//! through [`Dependency::unary`], over the one tower stack (see
+//! [`stack::build`] for the order and the why of each layer): metrics,
 //! deadline, bulkhead, circuit breaker, version routing ([`route`]),
 //! budgeted retry, balancing, outlier ejection, and the [`endpoint`] that
 //! makes the gRPC attempt over a lazily connected channel per instance,
@@ -48,7 +48,7 @@ impl<T> Page<T> {
     }
 }
 
-pub use call::{Call, CallOptions, Operation, unary};
+pub use call::{Call, CallOptions, Operation};
 pub use classify::{
     GrpcClassifier, ORIGIN_DOWNSTREAM, ORIGIN_HEADER, PREVIOUS_ATTEMPTS_HEADER, PUSHBACK_HEADER,
 };

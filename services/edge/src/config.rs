@@ -215,8 +215,8 @@ impl Config {
             fleet_ratings_client::INTERFACE_MAJOR,
         )
         .from_env(env)?;
-        let catalog_instances = instances(env, "CATALOG_ADDRS", DEFAULT_CATALOG_ADDRS)?;
-        let ratings_instances = instances(env, "RATINGS_ADDRS", DEFAULT_RATINGS_ADDRS)?;
+        let catalog_instances = catalog.instances_from_env(env, DEFAULT_CATALOG_ADDRS)?;
+        let ratings_instances = ratings.instances_from_env(env, DEFAULT_RATINGS_ADDRS)?;
         let budget = |key: &str, default: Duration| {
             env.duration_in(
                 key,
@@ -264,22 +264,6 @@ impl Config {
             },
         })
     }
-}
-
-/// A static instance list: at least one, each a valid `ip:port[@version]`.
-fn instances(env: &Env, key: &str, default: &str) -> Result<Vec<Instance>, ConfigError> {
-    let raw = env.string(key, default);
-    let default_version = semver::Version::new(1, 0, 0);
-    let list = fleet_rpc::parse_instances(&raw, &default_version)
-        .map_err(|e| ConfigError::invalid(key, &raw, e))?;
-    if list.is_empty() {
-        return Err(ConfigError::invalid(
-            key,
-            &raw,
-            "name at least one instance",
-        ));
-    }
-    Ok(list)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl Config {
         )?;
         let dal = DependencyConfig::new("dal", crate::SERVICE, fleet_dal_client::INTERFACE_MAJOR)
             .from_env(env)?;
-        let dal_instances = dal_instances(env)?;
+        let dal_instances = dal.instances_from_env(env, DEFAULT_DAL_ADDRS)?;
         let top_rated_min_count = env.number_in(
             "TOP_RATED_MIN_COUNT",
             DEFAULT_TOP_RATED_MIN_COUNT,
@@ -64,22 +64,6 @@ impl Config {
             top_rated_min_count,
         })
     }
-}
-
-/// `DAL_ADDRS`: at least one instance, each a valid `ip:port[@version]`.
-fn dal_instances(env: &Env) -> Result<Vec<Instance>, ConfigError> {
-    let raw = env.string("DAL_ADDRS", DEFAULT_DAL_ADDRS);
-    let default_version = semver::Version::new(fleet_dal_client::INTERFACE_MAJOR, 0, 0);
-    let instances = fleet_rpc::parse_instances(&raw, &default_version)
-        .map_err(|e| ConfigError::invalid("DAL_ADDRS", &raw, e))?;
-    if instances.is_empty() {
-        return Err(ConfigError::invalid(
-            "DAL_ADDRS",
-            &raw,
-            "name at least one dal instance",
-        ));
-    }
-    Ok(instances)
 }
 
 #[cfg(test)]
