@@ -106,8 +106,24 @@ impl RpcError {
                 message,
             },
             Code::DeadlineExceeded => Self::DeadlineExceeded { dependency },
-            // A CANCELLED answer means the server's own copy of our deadline
-            // fired (tonic answers that way); to the caller it is a timeout.
+            // tonic makes up CANCELLED locally when hyper drops a call the
+            // connection closed under (the peer was killed: calls queued for
+            // the connection are cancelled, not failed). It carries that
+            // error as its source; unless the source is tonic's own timeout
+            // (which we never set: `Endpoint::timeout` is unused, the
+            // deadline is ours), it is a broken connection, to be retried
+            // elsewhere like any other.
+            Code::Cancelled if is_transport(status) && !is_tonic_timeout(status) => {
+                Self::Unavailable {
+                    dependency,
+                    reason: Unavailable::Transport,
+                    message,
+                    retry_after: None,
+                }
+            }
+            // A CANCELLED answer read off the wire means the server's own
+            // copy of our deadline fired (tonic answers that way); to the
+            // caller it is a timeout.
             Code::Cancelled => Self::DeadlineExceeded { dependency },
             Code::ResourceExhausted => Self::Unavailable {
                 dependency,
@@ -221,6 +237,18 @@ fn is_transport(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// Whether tonic's own per-request timeout made `status`.
+fn is_tonic_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +259,11 @@ mod tests {
         assert!(matches!(e, RpcError::NotFound { .. }));
         assert_eq!(e.code_name(), "NOT_FOUND");
         let e = RpcError::from_status("dal", &tonic::Status::cancelled("timeout"));
+        assert_eq!(e, RpcError::DeadlineExceeded { dependency: "dal" });
+        // tonic's own timeout, were one set, is still a timeout.
+        let timed_out = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timed_out.code(), tonic::Code::Cancelled);
+        let e = RpcError::from_status("dal", &timed_out);
         assert_eq!(e, RpcError::DeadlineExceeded { dependency: "dal" });
         let e = RpcError::from_status("dal", &tonic::Status::unavailable("store down"));
         assert!(matches!(

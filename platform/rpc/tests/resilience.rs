@@ -437,3 +437,89 @@ async fn admin_stream_sends_one_second_snapshots() {
         assert!((500..=2_000).contains(&gap), "ticks {times:?}");
     }
 }
+
+/// A TCP proxy to `upstream` whose connections are all closed at once when
+/// `cut` is cancelled, as the kernel closes a killed process's sockets: with
+/// a FIN, or with a RST when `reset` (unread data, or `SO_LINGER` 0).
+async fn cutting_proxy(
+    upstream: SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+    reset: bool,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                    () = cut.cancelled() => {
+                        if reset {
+                            down.set_zero_linger().unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The instance dies with calls in flight on its connection (the game-day
+/// "kill one instance under load"): each fails at once as a transport
+/// failure — retried on another instance, counted against the instance —
+/// and never as a timeout, which no layer retries and the edge answers
+/// with 504. Calls written to the connection and calls still queued for it
+/// when it closes (hyper cancels those) alike, with a FIN or a RST.
+#[tokio::test]
+async fn a_connection_closed_under_calls_in_flight_is_a_transport_failure() {
+    for reset in [false, true] {
+        let target = server().await;
+        fault(
+            &target,
+            r#"{"operation":"GetTitle","action":{"type":"delay","ms":5000}}"#,
+        )
+        .await;
+        let cut = tokio_util::sync::CancellationToken::new();
+        let proxy = cutting_proxy(target.grpc, cut.clone(), reset).await;
+        let metrics = Metrics::new("test", "1.0.0");
+        let dep = dependency(
+            &[proxy],
+            &metrics,
+            &[("TARGET_RETRIES", "0"), ("TARGET_BULKHEAD", "10000")],
+        );
+        // Connected, and the first calls on their way.
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let dep = dep.clone();
+            calls.spawn(async move { check(&dep).await });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // More calls queued behind the cut.
+        for _ in 0..200 {
+            let dep = dep.clone();
+            calls.spawn(async move { check(&dep).await });
+        }
+        cut.cancel();
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        while let Some(r) = calls.join_next().await {
+            let err = r.unwrap().unwrap_err();
+            let kind = match &err {
+                RpcError::Unavailable {
+                    reason: Unavailable::Transport,
+                    ..
+                } => "transport".to_owned(),
+                other => format!("{other:?}"),
+            };
+            *kinds.entry(kind).or_default() += 1;
+        }
+        eprintln!("reset {reset}: {kinds:?}");
+        assert_eq!(
+            kinds.keys().collect::<Vec<_>>(),
+            ["transport"],
+            "reset {reset}: {kinds:?}"
+        );
+    }
+}
