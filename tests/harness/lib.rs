@@ -15,7 +15,6 @@
 // A test-support crate: a panic is how a test reports a broken system.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod consul;
 mod observed;
 pub mod rehearse;
 
@@ -29,7 +28,7 @@ use fleet_discovery::{ConsulClient, RouteStore};
 use fleet_supervisor::{Backends, Launcher, Topology, TopologyOptions};
 use fleet_testkit::unique_name;
 
-pub use consul::ConsulAgent;
+pub use fleet_testkit::ConsulAgent;
 
 pub use fleet_testkit::free_addr;
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_testkit::backend;
+use fleet_testkit::{ConsulAgent, backend};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -819,86 +819,6 @@ fn store_faults_through_toxiproxy_hold_on_cassandra_and_redis() {
     );
 }
 
-/// A Consul dev agent of this test's own (loopback, every port free,
-/// in memory), like scripts/backends starts one.
-struct Consul {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Consul {
-    fn start(bin: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let http = free_port();
-        let hcl = dir.path().join("consul.hcl");
-        std::fs::write(
-            &hcl,
-            format!(
-                r#"node_name = "fleet-gameday"
-datacenter = "dc1"
-bind_addr = "127.0.0.1"
-advertise_addr = "127.0.0.1"
-advertise_addr_wan = "127.0.0.1"
-client_addr = "127.0.0.1"
-disable_update_check = true
-log_level = "WARN"
-ports {{
-  http = {http}
-  https = -1
-  dns = {}
-  serf_lan = {}
-  serf_wan = {}
-  server = {}
-  grpc = {}
-  grpc_tls = -1
-}}
-"#,
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("consul.log")).unwrap();
-        let child = Command::new(bin)
-            .args(["agent", "-dev", "-config-file"])
-            .arg(&hcl)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{http}");
-        let give_up = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = Command::new("curl")
-                .args(["-sf", &format!("http://{addr}/v1/status/leader")])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains(':') {
-                break;
-            }
-            assert!(Instant::now() < give_up, "consul had no leader in 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Consul {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The sum of a metric's samples on an instance's /metrics.
 fn metric_sum(admin: &str, name: &str, label: &str) -> f64 {
     let out = Command::new("curl")
@@ -920,15 +840,19 @@ fn consul_down_through_toxiproxy_keeps_the_last_known_view() {
     ) else {
         return;
     };
-    let consul = Consul::start(&consul_bin);
+    let consul_dir = tempfile::tempdir().unwrap();
+    let consul = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ConsulAgent::start(&consul_bin, consul_dir.path()));
+    let consul_addr = consul.http_addr().to_string();
     let toxi = Toxiproxy::start(&toxi_bin);
-    let up = FleetUp::start_with(&["--toxiproxy", &toxi.url, "--consul", &consul.addr], &[]);
+    let up = FleetUp::start_with(&["--toxiproxy", &toxi.url, "--consul", &consul_addr], &[]);
     let record: Value =
         serde_json::from_slice(&std::fs::read(up.data_dir().join("run/toxiproxy.json")).unwrap())
             .unwrap();
     assert_eq!(
         record["proxies"]["consul"]["upstream"],
-        consul.addr.as_str(),
+        consul_addr.as_str(),
         "{record}"
     );
     up.wait_healthy();

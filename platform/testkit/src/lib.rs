@@ -15,6 +15,7 @@
 //! on drop too. [`probe`] reads an instance's admin port, [`net`] hands
 //! out free, closed and hung loopback addresses, and [`FleetUp`] runs the
 //! `fleet up` process until it is ready and stops it with SIGTERM.
+//! [`ConsulAgent`] is a Consul dev agent of a test's own.
 //!
 //! [`reflection`] asks a running server what its gRPC reflection
 //! describes, as `grpcurl list` would.
@@ -24,12 +25,14 @@
 
 #![forbid(unsafe_code)]
 
+mod consul;
 mod fleet_up;
 pub mod net;
 pub mod probe;
 pub mod reflection;
 mod service;
 
+pub use consul::ConsulAgent;
 pub use fleet_up::{FleetUp, FleetUpBuilder, all_instances_ready};
 pub use net::{black_hole, closed_port, free_addr, unique_name};
 pub use service::{BoxError, TestApp, TestService, loopback_env};

@@ -1,6 +1,11 @@
-//! A Consul dev agent of one test system's own, started from the binary
+//! A Consul dev agent of one test's own, started from the binary
 //! `scripts/backends` built (`FLEET_TEST_CONSUL_BIN`) with the same
 //! settings it uses: loopback only, every port free, everything in memory.
+//! (Every test system registers services named `catalog`, `ratings`, …, so
+//! two systems on one agent would discover each other.)
+
+// Test support: a panic is how a test reports a broken agent.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,10 +19,7 @@ pub struct ConsulAgent {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    crate::net::closed_port().port()
 }
 
 impl ConsulAgent {
@@ -30,7 +32,7 @@ impl ConsulAgent {
         std::fs::create_dir_all(dir).unwrap();
         let http = free_port();
         let config = format!(
-            r#"node_name = "fleet-e2e"
+            r#"node_name = "fleet-test"
 datacenter = "dc1"
 bind_addr = "127.0.0.1"
 advertise_addr = "127.0.0.1"
