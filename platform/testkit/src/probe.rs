@@ -54,6 +54,32 @@ pub async fn stays_ready(admin: SocketAddr, n: u64) {
     }
 }
 
+/// Waits until `/readyz` answers 503 with `reason` in its body, then
+/// asserts `/healthz` still answers 200: alive, just not ready.
+///
+/// # Panics
+/// When it does not turn unready within 5 s, or is not alive.
+pub async fn unready_but_alive(admin: SocketAddr, reason: &str) {
+    wait_for("/readyz answers 503", async || readyz(admin).await == 503).await;
+    let (_, body) = readyz_body(admin).await;
+    assert!(body.contains(reason), "/readyz without {reason:?}: {body}");
+    let healthz = reqwest::get(format!("http://{admin}/healthz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or_default();
+    assert_eq!(healthz, 200, "alive, just not ready");
+}
+
+/// Waits until `/readyz` answers 200, then asserts it stays so through
+/// at least `n` more rounds of checks.
+///
+/// # Panics
+/// When it does not turn ready within 5 s, or turns unready.
+pub async fn ready_and_stays(admin: SocketAddr, n: u64) {
+    wait_for("/readyz answers 200", async || readyz(admin).await == 200).await;
+    stays_ready(admin, n).await;
+}
+
 /// Polls `f` until it holds (at most 5 s).
 ///
 /// # Panics

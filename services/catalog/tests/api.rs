@@ -8,7 +8,7 @@ use fleet_seed::SeedConfig;
 use std::time::Duration;
 
 use fleet_catalog_client::CallOptions;
-use fleet_testkit::probe::{readyz, stays_ready, wait_for};
+use fleet_testkit::probe::{ready_and_stays, unready_but_alive};
 use fleet_testkit::{black_hole, closed_port};
 use support::{add_fault, client, opts, start_catalog, start_catalog_on, start_dal};
 
@@ -185,22 +185,8 @@ async fn with_no_dal_instance_known_the_catalog_is_not_ready() {
     // call: no dal instance it could use is known.
     let catalog = start_catalog_on(&format!("{}@2.0.0", closed_port()), "1.3.0").await;
     let c = client(&catalog);
-    wait_for("/readyz answers 503", async || {
-        readyz(catalog.admin).await == 503
-    })
-    .await;
-    let body = reqwest::get(format!("http://{}/readyz", catalog.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(body.contains("no dal instance is known"), "{body}");
+    unready_but_alive(catalog.admin, "no dal instance is known").await;
     assert!(c.probe().await.is_err(), "gRPC health is NOT_SERVING");
-    let healthz = reqwest::get(format!("http://{}/healthz", catalog.admin))
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), 200, "alive, just not ready");
     catalog.stop().await;
 }
 
@@ -212,11 +198,7 @@ async fn a_hung_or_delayed_dal_leaves_the_catalog_ready() {
     // A dal that answers nothing at all, gRPC health included.
     let (hung, hole) = black_hole().await;
     let catalog = start_catalog(hung, "1.3.0").await;
-    wait_for("/readyz answers 200", async || {
-        readyz(catalog.admin).await == 200
-    })
-    .await;
-    stays_ready(catalog.admin, 5).await;
+    ready_and_stays(catalog.admin, 5).await;
     // The hang is felt by a call, which runs out of its budget.
     let e = client(&catalog)
         .get_title("t00001", CallOptions::timeout(Duration::from_millis(300)))
@@ -228,11 +210,7 @@ async fn a_hung_or_delayed_dal_leaves_the_catalog_ready() {
     let dal = start_dal().await;
     add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
     let slow = start_catalog(dal.addr, "1.3.0").await;
-    wait_for("/readyz answers 200", async || {
-        readyz(slow.admin).await == 200
-    })
-    .await;
-    stays_ready(slow.admin, 5).await;
+    ready_and_stays(slow.admin, 5).await;
     let e = client(&slow)
         .get_title("t00001", CallOptions::timeout(Duration::from_millis(300)))
         .await

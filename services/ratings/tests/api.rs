@@ -9,7 +9,7 @@ use std::time::Duration;
 use fleet_ratings_client::CallOptions;
 use fleet_ratings_client::{Error, Progress, Rating};
 use fleet_seed::SeedConfig;
-use fleet_testkit::probe::{readyz, stays_ready, wait_for};
+use fleet_testkit::probe::{ready_and_stays, unready_but_alive};
 use fleet_testkit::{black_hole, closed_port};
 use support::{add_fault, client, now_ms, opts, start_dal, start_ratings, start_ratings_on};
 
@@ -368,22 +368,8 @@ async fn with_no_dal_instance_known_the_ratings_service_is_not_ready() {
     // call: no dal instance it could use is known.
     let ratings = start_ratings_on(&format!("{}@2.0.0", closed_port())).await;
     let c = client(&ratings);
-    wait_for("/readyz answers 503", async || {
-        readyz(ratings.admin).await == 503
-    })
-    .await;
-    let body = reqwest::get(format!("http://{}/readyz", ratings.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(body.contains("no dal instance is known"), "{body}");
+    unready_but_alive(ratings.admin, "no dal instance is known").await;
     assert!(c.probe().await.is_err(), "gRPC health is NOT_SERVING");
-    let healthz = reqwest::get(format!("http://{}/healthz", ratings.admin))
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), 200, "alive, just not ready");
     ratings.stop().await;
 }
 
@@ -395,11 +381,7 @@ async fn a_hung_or_delayed_dal_leaves_the_ratings_service_ready() {
     // A dal that answers nothing at all, gRPC health included.
     let (hung, hole) = black_hole().await;
     let ratings = start_ratings(hung).await;
-    wait_for("/readyz answers 200", async || {
-        readyz(ratings.admin).await == 200
-    })
-    .await;
-    stays_ready(ratings.admin, 5).await;
+    ready_and_stays(ratings.admin, 5).await;
     // The hang is felt by a call, which runs out of its budget.
     let e = client(&ratings)
         .top_rated(10, None, CallOptions::timeout(Duration::from_millis(300)))
@@ -411,11 +393,7 @@ async fn a_hung_or_delayed_dal_leaves_the_ratings_service_ready() {
     let dal = start_dal().await;
     add_fault(dal.admin, r#"{"action": {"type": "delay", "ms": 3000}}"#).await;
     let slow = start_ratings(dal.addr).await;
-    wait_for("/readyz answers 200", async || {
-        readyz(slow.admin).await == 200
-    })
-    .await;
-    stays_ready(slow.admin, 5).await;
+    ready_and_stays(slow.admin, 5).await;
     let e = client(&slow)
         .top_rated(10, None, CallOptions::timeout(Duration::from_millis(300)))
         .await
