@@ -24,8 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use fleet_proto::dal::v1::Title;
 
 use super::super::{RepairReport, StoreError};
+use scylla::statement::prepared::PreparedStatement;
+
 use super::CqlStore;
 use super::queries::{TitleRow, progress_ts, rating_ts, title_from_row};
+use super::statements::Statements;
 
 type Check = (&'static str, u64, u64);
 
@@ -57,7 +60,7 @@ type ProgressScanRow = (String, String, Option<i32>, Option<i64>, Option<i64>);
 /// `(key fields…, value, WRITETIME(value))` of a time-ordered index row.
 type IndexRow = (String, i64, String, Option<i32>, Option<i64>);
 
-fn stars_of(v: Option<i32>) -> u32 {
+fn unsigned(v: Option<i32>) -> u32 {
     v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
 
@@ -66,6 +69,56 @@ fn stars_of(v: Option<i32>) -> u32 {
 struct Entry {
     at: i64,
     value: u32,
+}
+
+fn cql_int(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(0)
+}
+
+/// A per-user index ordered by time (`(user_id, at, title_id, value)`),
+/// derived from a source table keyed by user and title.
+#[derive(Clone, Copy, Debug)]
+enum TimeIndex {
+    /// From `ratings_by_title`; the value is the stars.
+    RatingsByUser,
+    /// From `progress`; the value is the position.
+    ProgressByUser,
+}
+
+impl TimeIndex {
+    fn table(self) -> &'static str {
+        match self {
+            Self::RatingsByUser => "ratings_by_user",
+            Self::ProgressByUser => "progress_by_user",
+        }
+    }
+
+    /// Its scan, insert and delete.
+    fn statements(
+        self,
+        st: &Statements,
+    ) -> (&PreparedStatement, &PreparedStatement, &PreparedStatement) {
+        match self {
+            Self::RatingsByUser => (
+                &st.scan_ratings_by_user,
+                &st.insert_user_rating,
+                &st.delete_user_rating,
+            ),
+            Self::ProgressByUser => (
+                &st.scan_progress_by_user,
+                &st.insert_progress_index,
+                &st.delete_progress_index,
+            ),
+        }
+    }
+
+    /// The write time the write path gives a row holding `e`.
+    fn timestamp(self, e: Entry) -> i64 {
+        match self {
+            Self::RatingsByUser => rating_ts(e.at, e.value),
+            Self::ProgressByUser => progress_ts(e.at),
+        }
+    }
 }
 
 impl CqlStore {
@@ -236,88 +289,92 @@ impl CqlStore {
 
     /// `ratings_by_user` must hold exactly one row per rating, the newest.
     async fn repair_ratings_by_user(&self, rows: &[RatingScanRow]) -> Result<Check, StoreError> {
-        let (_, st) = self.conn()?;
         // (user, title) → the rating ratings_by_title holds.
-        let truth: BTreeMap<(String, String), Entry> = rows
+        let truth = rows
             .iter()
             .filter_map(|(title, user, stars, at, _, _)| {
                 Some((
                     (user.clone()?, title.clone()),
                     Entry {
                         at: (*at)?,
-                        value: stars_of(*stars),
+                        value: unsigned(*stars),
                     },
                 ))
             })
             .collect();
-        let actual: Vec<IndexRow> = self
-            .scan("ratings_by_user", &st.scan_ratings_by_user, ())
-            .await?;
+        self.repair_time_index(TimeIndex::RatingsByUser, &truth)
+            .await
+    }
+
+    /// `index` must hold exactly the entries of `truth`, keyed
+    /// `(user, title)`: a row that differs is deleted at its own write time
+    /// (and rewritten when only its value drifted), a missing one is
+    /// written with the write path's timestamp. Every difference is
+    /// re-checked against the source table first, so a write that landed
+    /// since the scans is never taken for drift.
+    async fn repair_time_index(
+        &self,
+        index: TimeIndex,
+        truth: &BTreeMap<(String, String), Entry>,
+    ) -> Result<Check, StoreError> {
+        let (_, st) = self.conn()?;
+        let (scan, insert, delete) = index.statements(st);
+        let table = index.table();
+        let actual: Vec<IndexRow> = self.scan(table, scan, ()).await?;
         let mut present = BTreeSet::new();
         let mut found = 0;
-        for (user, at, title, stars, written) in &actual {
+        for (user, at, title, value, written) in &actual {
             let row = Entry {
                 at: *at,
-                value: stars_of(*stars),
+                value: unsigned(*value),
             };
             let key = (user.clone(), title.clone());
             present.insert((key.clone(), row));
             if truth.get(&key) == Some(&row) {
                 continue;
             }
-            // Re-check: a rating written since the scan is not drift.
-            let now = self.current_rating(title, user).await?;
+            let now = self.current(index, user, title).await?;
             if now == Some(row) {
                 continue;
             }
             let written = written.unwrap_or(0);
-            self.exec(
-                "ratings_by_user",
-                &st.delete_user_rating,
-                (written, user, *at, title),
-            )
-            .await?;
-            if let Some(now) = now.filter(|n| n.at == row.at) {
-                // Same position, wrong stars: the truth must win over the
-                // row just deleted.
-                let ts = rating_ts(now.at, now.value).max(written + 1);
-                self.exec(
-                    "ratings_by_user",
-                    &st.insert_user_rating,
-                    (
-                        user,
-                        now.at,
-                        title,
-                        i32::try_from(now.value).unwrap_or(0),
-                        ts,
-                    ),
-                )
+            self.exec(table, delete, (written, user, *at, title))
                 .await?;
+            if let Some(now) = now.filter(|n| n.at == row.at) {
+                // Same position, wrong value: the truth must win over the
+                // row just deleted.
+                let ts = index.timestamp(now).max(written + 1);
+                self.exec(table, insert, (user, now.at, title, cql_int(now.value), ts))
+                    .await?;
             }
             found += 1;
         }
-        for ((user, title), e) in &truth {
+        for ((user, title), e) in truth {
             if present.contains(&((user.clone(), title.clone()), *e)) {
                 continue;
             }
-            if self.current_rating(title, user).await? != Some(*e) {
+            if self.current(index, user, title).await? != Some(*e) {
                 continue;
             }
-            self.exec(
-                "ratings_by_user",
-                &st.insert_user_rating,
-                (
-                    user,
-                    e.at,
-                    title,
-                    i32::try_from(e.value).unwrap_or(0),
-                    rating_ts(e.at, e.value),
-                ),
-            )
-            .await?;
+            let ts = index.timestamp(*e);
+            self.exec(table, insert, (user, e.at, title, cql_int(e.value), ts))
+                .await?;
             found += 1;
         }
-        Ok(("ratings_by_user", found, found))
+        Ok((table, found, found))
+    }
+
+    /// What the source table of `index` holds for `(user, title)` now.
+    async fn current(
+        &self,
+        index: TimeIndex,
+        user: &str,
+        title: &str,
+    ) -> Result<Option<Entry>, StoreError> {
+        match index {
+            TimeIndex::RatingsByUser => self.current_rating(title, user).await,
+            TimeIndex::ProgressByUser => self.current_progress(user, title).await,
+        }
     }
 
     async fn current_rating(&self, title: &str, user: &str) -> Result<Option<Entry>, StoreError> {
@@ -328,7 +385,7 @@ impl CqlStore {
         Ok(row.and_then(|(stars, at, _, _)| {
             Some(Entry {
                 at: at?,
-                value: stars_of(stars),
+                value: unsigned(stars),
             })
         }))
     }
@@ -341,7 +398,7 @@ impl CqlStore {
         Ok(row.and_then(|(pos, at, _)| {
             Some(Entry {
                 at: at?,
-                value: stars_of(pos),
+                value: unsigned(pos),
             })
         }))
     }
@@ -350,83 +407,20 @@ impl CqlStore {
     async fn repair_progress(&self) -> Result<Check, StoreError> {
         let (_, st) = self.conn()?;
         let truth_rows: Vec<ProgressScanRow> = self.scan("progress", &st.scan_progress, ()).await?;
-        let truth: BTreeMap<(String, String), Entry> = truth_rows
+        let truth = truth_rows
             .into_iter()
             .filter_map(|(user, title, pos, at, _)| {
                 Some((
                     (user, title),
                     Entry {
                         at: at?,
-                        value: stars_of(pos),
+                        value: unsigned(pos),
                     },
                 ))
             })
             .collect();
-        let actual: Vec<IndexRow> = self
-            .scan("progress_by_user", &st.scan_progress_by_user, ())
-            .await?;
-        let mut present = BTreeSet::new();
-        let mut found = 0;
-        for (user, at, title, pos, written) in &actual {
-            let row = Entry {
-                at: *at,
-                value: stars_of(*pos),
-            };
-            let key = (user.clone(), title.clone());
-            present.insert((key.clone(), row));
-            if truth.get(&key) == Some(&row) {
-                continue;
-            }
-            let now = self.current_progress(user, title).await?;
-            if now == Some(row) {
-                continue;
-            }
-            let written = written.unwrap_or(0);
-            self.exec(
-                "progress_by_user",
-                &st.delete_progress_index,
-                (written, user, *at, title),
-            )
-            .await?;
-            if let Some(now) = now.filter(|n| n.at == row.at) {
-                let ts = progress_ts(now.at).max(written + 1);
-                self.exec(
-                    "progress_by_user",
-                    &st.insert_progress_index,
-                    (
-                        user,
-                        now.at,
-                        title,
-                        i32::try_from(now.value).unwrap_or(0),
-                        ts,
-                    ),
-                )
-                .await?;
-            }
-            found += 1;
-        }
-        for ((user, title), e) in &truth {
-            if present.contains(&((user.clone(), title.clone()), *e)) {
-                continue;
-            }
-            if self.current_progress(user, title).await? != Some(*e) {
-                continue;
-            }
-            self.exec(
-                "progress_by_user",
-                &st.insert_progress_index,
-                (
-                    user,
-                    e.at,
-                    title,
-                    i32::try_from(e.value).unwrap_or(0),
-                    progress_ts(e.at),
-                ),
-            )
-            .await?;
-            found += 1;
-        }
-        Ok(("progress_by_user", found, found))
+        self.repair_time_index(TimeIndex::ProgressByUser, &truth)
+            .await
     }
 
     /// See `Store::inject_drift`: a wrong summary, a ghost rating by user,
