@@ -10,6 +10,8 @@
 
 use fleet_proto::dal::v1 as pb;
 
+pub use fleet_types::{Progress, Rating};
+
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
     Unavailable,
@@ -68,19 +70,6 @@ pub struct Genre {
     pub title_count: u64,
 }
 
-/// A user's rating of a title.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rating {
-    /// User id.
-    pub user_id: String,
-    /// Title id.
-    pub title_id: String,
-    /// 1..=5.
-    pub stars: u32,
-    /// When it was given (ms since the Unix epoch), set once by the first caller.
-    pub rated_at_ms: i64,
-}
-
 /// A title's rating summary.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RatingSummary {
@@ -108,19 +97,6 @@ pub struct RatingWrite {
     pub applied: bool,
     /// The title's summary after the call.
     pub summary: RatingSummary,
-}
-
-/// Viewing progress of a user on a title.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// User id.
-    pub user_id: String,
-    /// Title id.
-    pub title_id: String,
-    /// Seconds watched.
-    pub position_s: u32,
-    /// Client timestamp (ms since the Unix epoch); last write wins.
-    pub updated_at_ms: i64,
 }
 
 /// The outcome of a progress write.
@@ -467,28 +443,6 @@ impl From<Title> for pb::Title {
     }
 }
 
-impl From<pb::Rating> for Rating {
-    fn from(r: pb::Rating) -> Self {
-        Self {
-            user_id: r.user_id,
-            title_id: r.title_id,
-            stars: r.stars,
-            rated_at_ms: r.rated_at_ms,
-        }
-    }
-}
-
-impl From<Rating> for pb::Rating {
-    fn from(r: Rating) -> Self {
-        Self {
-            user_id: r.user_id,
-            title_id: r.title_id,
-            stars: r.stars,
-            rated_at_ms: r.rated_at_ms,
-        }
-    }
-}
-
 impl From<pb::RatingSummary> for RatingSummary {
     fn from(s: pb::RatingSummary) -> Self {
         Self {
@@ -505,28 +459,6 @@ impl From<RatingSummary> for pb::RatingSummary {
             title_id: s.title_id,
             count: s.count,
             stars_sum: s.stars_sum,
-        }
-    }
-}
-
-impl From<pb::Progress> for Progress {
-    fn from(p: pb::Progress) -> Self {
-        Self {
-            user_id: p.user_id,
-            title_id: p.title_id,
-            position_s: p.position_s,
-            updated_at_ms: p.updated_at_ms,
-        }
-    }
-}
-
-impl From<Progress> for pb::Progress {
-    fn from(p: Progress) -> Self {
-        Self {
-            user_id: p.user_id,
-            title_id: p.title_id,
-            position_s: p.position_s,
-            updated_at_ms: p.updated_at_ms,
         }
     }
 }

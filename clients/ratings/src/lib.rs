@@ -9,6 +9,8 @@
 
 use fleet_proto::ratings::v1 as pb;
 
+pub use fleet_types::{Progress, Rating};
+
 pub use fleet_rpc::{
     CallOptions, Dependency, DependencyConfig, Instance, InstanceSource, Page, RpcError as Error,
     Unavailable,
@@ -34,19 +36,6 @@ mod ops {
         operation!("ratings.v1.Ratings", "ContinueWatching", idempotent);
 }
 
-/// A user's rating of a title.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rating {
-    /// User id.
-    pub user_id: String,
-    /// Title id.
-    pub title_id: String,
-    /// 1..=5.
-    pub stars: u32,
-    /// When (ms since the Unix epoch).
-    pub rated_at_ms: i64,
-}
-
 /// A title's rating summary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
@@ -67,19 +56,6 @@ pub struct RateOutcome {
     pub summary: Summary,
     /// False when the call was a duplicate or older than the stored rating.
     pub applied: bool,
-}
-
-/// Viewing progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// User id.
-    pub user_id: String,
-    /// Title id.
-    pub title_id: String,
-    /// Seconds watched.
-    pub position_s: u32,
-    /// Client timestamp (ms since the Unix epoch); last write wins.
-    pub updated_at_ms: i64,
 }
 
 /// The outcome of a progress update.
@@ -281,28 +257,6 @@ impl RatingsClient {
     }
 }
 
-impl From<pb::Rating> for Rating {
-    fn from(r: pb::Rating) -> Self {
-        Self {
-            user_id: r.user_id,
-            title_id: r.title_id,
-            stars: r.stars,
-            rated_at_ms: r.rated_at_ms,
-        }
-    }
-}
-
-impl From<Rating> for pb::Rating {
-    fn from(r: Rating) -> Self {
-        Self {
-            user_id: r.user_id,
-            title_id: r.title_id,
-            stars: r.stars,
-            rated_at_ms: r.rated_at_ms,
-        }
-    }
-}
-
 impl From<pb::RatingSummary> for Summary {
     fn from(s: pb::RatingSummary) -> Self {
         Self {
@@ -319,28 +273,6 @@ impl From<Summary> for pb::RatingSummary {
             title_id: s.title_id,
             count: s.count,
             average: s.average,
-        }
-    }
-}
-
-impl From<pb::Progress> for Progress {
-    fn from(p: pb::Progress) -> Self {
-        Self {
-            user_id: p.user_id,
-            title_id: p.title_id,
-            position_s: p.position_s,
-            updated_at_ms: p.updated_at_ms,
-        }
-    }
-}
-
-impl From<Progress> for pb::Progress {
-    fn from(p: Progress) -> Self {
-        Self {
-            user_id: p.user_id,
-            title_id: p.title_id,
-            position_s: p.position_s,
-            updated_at_ms: p.updated_at_ms,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Generated gRPC code for the system's versioned proto packages.
 //!
 //! Code is generated at build time from the workspace's `proto/` directory;
-//! nothing here is written by hand except this module tree. Proto types never
-//! derive `serde` traits: only the edge knows JSON, and it converts
-//! explicitly.
+//! nothing here is written by hand except this module tree and the
+//! conversions between the shared records of `fleet-types` and their wire
+//! forms. Proto types never derive `serde` traits: only the edge knows
+//! JSON, and it converts explicitly.
 
 #![allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +31,66 @@ pub mod ratings {
     pub mod v1 {
         tonic::include_proto!("ratings.v1");
     }
+}
+
+/// `Rating` and `Progress` to and from the messages of the same name in
+/// `dal.v1` and `ratings.v1`: two contracts, one record.
+macro_rules! record_conversions {
+    () => {
+        impl From<pb::Rating> for fleet_types::Rating {
+            fn from(r: pb::Rating) -> Self {
+                Self {
+                    user_id: r.user_id,
+                    title_id: r.title_id,
+                    stars: r.stars,
+                    rated_at_ms: r.rated_at_ms,
+                }
+            }
+        }
+
+        impl From<fleet_types::Rating> for pb::Rating {
+            fn from(r: fleet_types::Rating) -> Self {
+                Self {
+                    user_id: r.user_id,
+                    title_id: r.title_id,
+                    stars: r.stars,
+                    rated_at_ms: r.rated_at_ms,
+                }
+            }
+        }
+
+        impl From<pb::Progress> for fleet_types::Progress {
+            fn from(p: pb::Progress) -> Self {
+                Self {
+                    user_id: p.user_id,
+                    title_id: p.title_id,
+                    position_s: p.position_s,
+                    updated_at_ms: p.updated_at_ms,
+                }
+            }
+        }
+
+        impl From<fleet_types::Progress> for pb::Progress {
+            fn from(p: fleet_types::Progress) -> Self {
+                Self {
+                    user_id: p.user_id,
+                    title_id: p.title_id,
+                    position_s: p.position_s,
+                    updated_at_ms: p.updated_at_ms,
+                }
+            }
+        }
+    };
+}
+
+mod dal_records {
+    use crate::dal::v1 as pb;
+    record_conversions!();
+}
+
+mod ratings_records {
+    use crate::ratings::v1 as pb;
+    record_conversions!();
 }
 
 /// Encoded `FileDescriptorSet` of every package (the known-methods table

@@ -12,6 +12,9 @@
 //! says `title_id is required` with [`InvalidArgument`]; the edge words
 //! its JSON answers itself from the same typed errors.
 //!
+//! [`Rating`] and [`Progress`] are the records the dal's and the ratings
+//! service's clients share.
+//!
 //! A leaf crate: it knows no proto, transport or storage types (the proto
 //! fields these values travel in are plain `String`, `u32` and bytes).
 
@@ -21,6 +24,7 @@ mod id;
 mod invalid;
 mod page;
 mod position;
+mod record;
 mod stars;
 
 pub use id::{
@@ -31,4 +35,5 @@ pub use page::{
     DEFAULT_LIMIT, Limit, LimitError, MAX_LIMIT, MAX_PAGE_TOKEN_LEN, PageToken, PageTokenError,
 };
 pub use position::{MAX_POSITION_S, PositionError, PositionSeconds};
+pub use record::{Progress, Rating};
 pub use stars::{MAX_STARS, MIN_STARS, Stars, StarsError};

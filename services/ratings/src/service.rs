@@ -38,24 +38,6 @@ fn summary(s: fleet_dal_client::RatingSummary) -> pb::RatingSummary {
     }
 }
 
-fn rating(r: fleet_dal_client::Rating) -> pb::Rating {
-    pb::Rating {
-        user_id: r.user_id,
-        title_id: r.title_id,
-        stars: r.stars,
-        rated_at_ms: r.rated_at_ms,
-    }
-}
-
-fn progress(p: fleet_dal_client::Progress) -> pb::Progress {
-    pb::Progress {
-        user_id: p.user_id,
-        title_id: p.title_id,
-        position_s: p.position_s,
-        updated_at_ms: p.updated_at_ms,
-    }
-}
-
 /// Records validated ids on the current span (raw input never reaches the
 /// logs).
 fn record_ids(user_id: &str, title_id: Option<&str>) {
@@ -106,7 +88,7 @@ impl RatingsService {
             "rating written"
         );
         Ok(pb::RateTitleResponse {
-            rating: Some(rating(write.rating)),
+            rating: Some(write.rating.into()),
             summary: Some(summary),
             applied: write.applied,
         })
@@ -130,7 +112,7 @@ impl RatingsService {
             )
             .await?;
         Ok(pb::ListUserRatingsResponse {
-            ratings: page.items.into_iter().map(rating).collect(),
+            ratings: page.items.into_iter().map(pb::Rating::from).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         })
     }
@@ -197,7 +179,7 @@ impl RatingsService {
         tracing::debug!(applied = write.applied, position_s, "progress written");
         Ok(pb::RecordProgressResponse {
             applied: write.applied,
-            current: Some(progress(write.current)),
+            current: Some(write.current.into()),
         })
     }
 
@@ -236,7 +218,7 @@ impl RatingsService {
                     .is_some_and(|&runtime_min| !is_finished(p.position_s, runtime_min))
             })
             .take(limit)
-            .map(progress)
+            .map(pb::Progress::from)
             .collect();
         Ok(pb::ContinueWatchingResponse { items })
     }
