@@ -105,6 +105,23 @@ impl Secret {
     }
 }
 
+/// The credential a request presents: `Authorization: Bearer <token>`,
+/// else an `access_token` query parameter (percent-decoded) — how a
+/// browser's `EventSource`, which cannot set headers, presents one. Give it
+/// the `Authorization` header's text and the request's query string.
+pub fn presented_credential(authorization: Option<&str>, query: Option<&str>) -> Option<String> {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| {
+            query.and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "access_token")
+                    .map(|(_, v)| v.into_owned())
+            })
+        })
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -361,6 +378,21 @@ impl Env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_comes_from_the_bearer_header_else_the_query() {
+        assert_eq!(
+            presented_credential(Some("Bearer abc"), Some("access_token=q")),
+            Some("abc".into())
+        );
+        assert_eq!(
+            presented_credential(Some("Basic abc"), Some("x=1&access_token=a%2Bb")),
+            Some("a+b".into())
+        );
+        assert_eq!(presented_credential(None, Some("token=abc")), None);
+        assert_eq!(presented_credential(Some("bearer abc"), None), None);
+        assert_eq!(presented_credential(None, None), None);
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied())

@@ -217,18 +217,12 @@ pub fn require_viewer(router: Router, admin: Option<Secret>, viewer: Option<Secr
                         "the streams are closed: set ADMIN_TOKEN or VIEWER_TOKEN on this instance",
                     );
                 }
-                let header = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::to_owned);
-                let query = req.uri().query().and_then(|q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .find(|(k, _)| k == "access_token")
-                        .map(|(_, v)| v.into_owned())
-                });
-                let given = header.or(query);
+                let given = fleet_config::presented_credential(
+                    req.headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                    req.uri().query(),
+                );
                 // Every token is compared, so timing tells nothing of which.
                 let ok = given.is_some_and(|g| {
                     tokens

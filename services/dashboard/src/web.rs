@@ -83,21 +83,13 @@ async fn require_viewer(
     let Some(token) = token else {
         return next.run(req).await;
     };
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let query = req.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    });
-    if header
-        .or(query)
-        .is_some_and(|g| token.matches(g.as_bytes()))
-    {
+    let given = fleet_config::presented_credential(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.uri().query(),
+    );
+    if given.is_some_and(|g| token.matches(g.as_bytes())) {
         next.run(req).await
     } else {
         (
