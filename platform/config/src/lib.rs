@@ -164,6 +164,12 @@ impl Env {
         )
     }
 
+    /// An environment of `(name, value)` pairs written out, as tests do:
+    /// `Env::of(&[("GRPC_ADDR", "127.0.0.1:0")])`.
+    pub fn of(pairs: &[(&str, &str)]) -> Self {
+        Self::from_pairs(pairs.iter().copied())
+    }
+
     /// An environment made of the given pairs (for tests and tools).
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
@@ -394,13 +400,9 @@ mod tests {
         assert_eq!(presented_credential(None, None), None);
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn unset_and_empty_values_fall_back_to_defaults() {
-        let e = env(&[("EMPTY", "  ")]);
+        let e = Env::of(&[("EMPTY", "  ")]);
         assert_eq!(e.parse("EMPTY", 7u32).unwrap(), 7);
         assert_eq!(e.parse("NOPE", 8u32).unwrap(), 8);
         assert!(e.required("EMPTY").is_err());
@@ -408,7 +410,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable_and_the_value() {
-        let e = env(&[("GRPC_ADDR", "localhost"), ("N", "x"), ("T", "5 parsecs")]);
+        let e = Env::of(&[("GRPC_ADDR", "localhost"), ("N", "x"), ("T", "5 parsecs")]);
         let msg = e
             .socket_addr("GRPC_ADDR", "127.0.0.1:1")
             .unwrap_err()
@@ -428,7 +430,7 @@ mod tests {
 
     #[test]
     fn ranges_are_enforced() {
-        let e = env(&[("LIMIT", "0"), ("GRACE", "2h")]);
+        let e = Env::of(&[("LIMIT", "0"), ("GRACE", "2h")]);
         assert!(e.number_in("LIMIT", 5u32, 1..=100).is_err());
         assert!(
             e.duration_in(
@@ -439,12 +441,12 @@ mod tests {
             )
             .is_err()
         );
-        assert_eq!(env(&[]).number_in("LIMIT", 5u32, 1..=100).unwrap(), 5);
+        assert_eq!(Env::of(&[]).number_in("LIMIT", 5u32, 1..=100).unwrap(), 5);
     }
 
     #[test]
     fn names_read_lists_every_lookup_across_clones() {
-        let e = env(&[("A", "1"), ("UNUSED", "x")]);
+        let e = Env::of(&[("A", "1"), ("UNUSED", "x")]);
         let clone = e.clone();
         assert_eq!(e.parse("A", 0u32).unwrap(), 1);
         assert_eq!(clone.string("B", "d"), "d");
@@ -456,20 +458,20 @@ mod tests {
 
     #[test]
     fn durations_bools_and_lists_parse() {
-        let e = env(&[("D", "250ms"), ("B", "Yes"), ("L", " a, ,b ,c")]);
+        let e = Env::of(&[("D", "250ms"), ("B", "Yes"), ("L", " a, ,b ,c")]);
         assert_eq!(
             e.duration("D", Duration::ZERO).unwrap(),
             Duration::from_millis(250)
         );
         assert!(e.bool("B", false).unwrap());
         assert_eq!(e.list("L"), vec!["a", "b", "c"]);
-        assert!(env(&[("B", "maybe")]).bool("B", true).is_err());
+        assert!(Env::of(&[("B", "maybe")]).bool("B", true).is_err());
     }
 
     #[test]
     fn secrets_are_checked_and_never_printed() {
         let token = "s3cr3t-t0ken-0123456789";
-        let e = env(&[("ADMIN_TOKEN", token), ("SHORT", "abc")]);
+        let e = Env::of(&[("ADMIN_TOKEN", token), ("SHORT", "abc")]);
         let secret = e.secret("ADMIN_TOKEN", 16).unwrap().unwrap();
         assert_eq!(secret.expose(), token);
         assert!(e.secret("UNSET", 16).unwrap().is_none());

@@ -153,16 +153,12 @@ fn has_block(pem: &[u8], label: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn off_unless_configured_and_all_three_or_none() {
-        assert!(MutualTls::from_env(&env(&[])).unwrap().is_none());
-        let e = MutualTls::from_env(&env(&[("GRPC_TLS_CA_FILE", "/x")])).unwrap_err();
+        assert!(MutualTls::from_env(&Env::of(&[])).unwrap().is_none());
+        let e = MutualTls::from_env(&Env::of(&[("GRPC_TLS_CA_FILE", "/x")])).unwrap_err();
         assert!(e.to_string().contains("GRPC_TLS_CERT_FILE"), "{e}");
-        let e = MutualTls::from_env(&env(&[
+        let e = MutualTls::from_env(&Env::of(&[
             ("GRPC_TLS_CA_FILE", "/x"),
             ("GRPC_TLS_CERT_FILE", "/y"),
         ]))
@@ -177,7 +173,7 @@ mod tests {
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, b"not pem at all").unwrap();
         let junk = junk.to_str().unwrap();
-        let e = MutualTls::from_env(&env(&[
+        let e = MutualTls::from_env(&Env::of(&[
             ("GRPC_TLS_CA_FILE", "/nonexistent/ca.pem"),
             ("GRPC_TLS_CERT_FILE", junk),
             ("GRPC_TLS_KEY_FILE", junk),
@@ -188,7 +184,7 @@ mod tests {
             e.contains("GRPC_TLS_CA_FILE") && e.contains("cannot read"),
             "{e}"
         );
-        let e = MutualTls::from_env(&env(&[
+        let e = MutualTls::from_env(&Env::of(&[
             ("GRPC_TLS_CA_FILE", junk),
             ("GRPC_TLS_CERT_FILE", junk),
             ("GRPC_TLS_KEY_FILE", junk),

@@ -134,13 +134,9 @@ impl DiscoveryConfig {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn defaults_are_the_embedded_default() {
-        let c = DiscoveryConfig::from_env(&env(&[])).unwrap();
+        let c = DiscoveryConfig::from_env(&Env::of(&[])).unwrap();
         assert_eq!(c, DiscoveryConfig::default());
         assert!(c.consul_addr.is_none());
     }
@@ -155,7 +151,7 @@ mod tests {
             ("ADVERTISE_ADDR", "somewhere"),
             ("ROUTES_KV_PREFIX", "a b"),
         ] {
-            let e = DiscoveryConfig::from_env(&env(&[(k, v)])).unwrap_err();
+            let e = DiscoveryConfig::from_env(&Env::of(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");
         }
     }

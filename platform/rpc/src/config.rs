@@ -219,14 +219,12 @@ impl DependencyConfig {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn static_instances_come_from_name_addrs() {
         let dal = DependencyConfig::new("dal", "catalog", 1);
-        let got = dal.instances_from_env(&env(&[]), "127.0.0.1:7300").unwrap();
+        let got = dal
+            .instances_from_env(&Env::of(&[]), "127.0.0.1:7300")
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].addr.to_string(), "127.0.0.1:7300");
         assert_eq!(got[0].version, semver::Version::new(1, 0, 0));
@@ -234,7 +232,7 @@ mod tests {
         let v2 = DependencyConfig::new("catalog", "edge", 2);
         let got = v2
             .instances_from_env(
-                &env(&[("CATALOG_ADDRS", "127.0.0.1:1,127.0.0.1:2@2.1.0")]),
+                &Env::of(&[("CATALOG_ADDRS", "127.0.0.1:1,127.0.0.1:2@2.1.0")]),
                 "127.0.0.1:7100",
             )
             .unwrap();
@@ -247,7 +245,7 @@ mod tests {
         let dal = DependencyConfig::new("dal", "ratings", 1);
         for bad in [",", " , ", "localhost:7300", "127.0.0.1:7300@one"] {
             let e = dal
-                .instances_from_env(&env(&[("DAL_ADDRS", bad)]), "127.0.0.1:7300")
+                .instances_from_env(&Env::of(&[("DAL_ADDRS", bad)]), "127.0.0.1:7300")
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("DAL_ADDRS"), "{bad:?}: {e}");

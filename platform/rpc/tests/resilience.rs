@@ -103,7 +103,7 @@ fn dependency(addrs: &[SocketAddr], metrics: &Metrics, env: &[(&str, &str)]) -> 
     let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let instances = parse_instances(&list.join(","), &semver::Version::new(1, 0, 0)).unwrap();
     let config = DependencyConfig::new("target", "test", 1)
-        .from_env(&Env::from_pairs(env.iter().copied()))
+        .from_env(&Env::of(env))
         .unwrap();
     Dependency::new(
         config,

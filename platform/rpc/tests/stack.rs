@@ -149,7 +149,7 @@ async fn serve(answer: Answer) -> Running {
 
 fn config(major: u64, env: &[(&str, &str)]) -> DependencyConfig {
     DependencyConfig::new("target", "test", major)
-        .from_env(&Env::from_pairs(env.iter().copied()))
+        .from_env(&Env::of(env))
         .unwrap()
 }
 

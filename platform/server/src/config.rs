@@ -388,7 +388,7 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_env(
-            &Env::from_pairs(pairs.iter().copied()),
+            &Env::of(pairs),
             "catalog",
             "GRPC_ADDR",
             "127.0.0.1:0",

@@ -59,13 +59,9 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn defaults_run_catalog_1_3_against_a_local_dal() {
-        let c = Config::from_env(&env(&[])).unwrap();
+        let c = Config::from_env(&Env::of(&[])).unwrap();
         assert_eq!(c.server.identity.version, semver::Version::new(1, 3, 0));
         assert_eq!(c.server.addr.port(), 7100);
         assert_eq!(c.server.admin_addr.port(), 9100);
@@ -77,7 +73,7 @@ mod tests {
 
     #[test]
     fn release_1_2_is_allowed() {
-        let c = Config::from_env(&env(&[("SERVICE_VERSION", "1.2.4")])).unwrap();
+        let c = Config::from_env(&Env::of(&[("SERVICE_VERSION", "1.2.4")])).unwrap();
         assert_eq!(c.server.identity.version, semver::Version::new(1, 2, 4));
     }
 
@@ -91,7 +87,7 @@ mod tests {
             ("DAL_REQUEST_TIMEOUT", "forever"),
             ("GRPC_ADDR", "nowhere"),
         ] {
-            let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
+            let e = Config::from_env(&Env::of(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");
         }
     }

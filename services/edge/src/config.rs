@@ -270,16 +270,17 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn the_game_day_key_is_optional_and_never_weak_or_echoed() {
-        assert!(Config::from_env(&env(&[])).unwrap().gameday_key.is_none());
-        let c = Config::from_env(&env(&[("GAMEDAY_KEY", "a-key-of-sixteen-or-more")])).unwrap();
+        assert!(
+            Config::from_env(&Env::of(&[]))
+                .unwrap()
+                .gameday_key
+                .is_none()
+        );
+        let c = Config::from_env(&Env::of(&[("GAMEDAY_KEY", "a-key-of-sixteen-or-more")])).unwrap();
         assert!(c.gameday_key.is_some());
-        let e = Config::from_env(&env(&[("GAMEDAY_KEY", "short-secret")])).unwrap_err();
+        let e = Config::from_env(&Env::of(&[("GAMEDAY_KEY", "short-secret")])).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("GAMEDAY_KEY") && !text.contains("short-secret"),
@@ -289,7 +290,7 @@ mod tests {
 
     #[test]
     fn defaults_serve_on_8080_against_local_services() {
-        let c = Config::from_env(&env(&[])).unwrap();
+        let c = Config::from_env(&Env::of(&[])).unwrap();
         assert_eq!(c.server.addr.port(), 8080);
         assert_eq!(c.server.admin_addr.port(), 9080);
         assert_eq!(c.catalog_instances[0].addr.to_string(), "127.0.0.1:7100");
@@ -302,7 +303,7 @@ mod tests {
 
     #[test]
     fn budgets_and_limits_are_configurable() {
-        let c = Config::from_env(&env(&[
+        let c = Config::from_env(&Env::of(&[
             ("EDGE_BUDGET_HOME", "250ms"),
             ("EDGE_MAX_CONCURRENCY", "8"),
             ("EDGE_RATE_LIMIT", "100"),
@@ -356,7 +357,7 @@ mod tests {
             ("EDGE_MAX_JSON_DEPTH", "0"),
             ("EDGE_MAX_JSON_DEPTH", "129"),
         ] {
-            let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
+            let e = Config::from_env(&Env::of(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");
         }
     }

@@ -70,13 +70,9 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
-    }
-
     #[test]
     fn defaults_run_ratings_1_0_against_a_local_dal() {
-        let c = Config::from_env(&env(&[])).unwrap();
+        let c = Config::from_env(&Env::of(&[])).unwrap();
         assert_eq!(c.server.identity.version, semver::Version::new(1, 0, 0));
         assert_eq!(c.server.addr.port(), 7200);
         assert_eq!(c.server.admin_addr.port(), 9200);
@@ -88,7 +84,7 @@ mod tests {
 
     #[test]
     fn several_dal_instances_are_accepted() {
-        let c = Config::from_env(&env(&[(
+        let c = Config::from_env(&Env::of(&[(
             "DAL_ADDRS",
             "127.0.0.1:7301,127.0.0.1:7302@1.0.3",
         )]))
@@ -106,7 +102,7 @@ mod tests {
             ("TOP_RATED_MIN_COUNT", "0"),
             ("ADMIN_ADDR", "nowhere"),
         ] {
-            let e = Config::from_env(&env(&[(k, v)])).unwrap_err();
+            let e = Config::from_env(&Env::of(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");
         }
     }
