@@ -18,136 +18,18 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use fleet_testkit::webdriver::{Browser, chromedriver};
 use fleet_testkit::{FleetUp, FleetUpBuilder, free_addr};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// What `fleet dashboard --viewer-token` is given here.
 const VIEWER_TOKEN: &str = "browser-viewer-token-0123456789";
-
-/// chromedriver, or `None` after reporting the test skipped (the one skip
-/// policy: under `CI` a missing chromedriver fails the test).
-fn chromedriver() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("FLEET_TEST_CHROMEDRIVER") {
-        return Some(PathBuf::from(p));
-    }
-    let found = ["/usr/bin/chromedriver", "/usr/local/bin/chromedriver"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        fleet_testkit::skip("chromedriver not found (run scripts/browser)");
-    }
-    found
-}
 
 /// `fleet up` on `data_dir` with the edge on `edge` and no dashboard of
 /// its own.
 fn fleet_up(edge: &str, data_dir: &str) -> FleetUpBuilder {
     FleetUp::up(env!("CARGO_BIN_EXE_fleet"), edge, data_dir).no_dashboard()
-}
-
-/// A WebDriver session (W3C protocol over chromedriver's HTTP API).
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    session: String,
-}
-
-impl Browser {
-    /// chromedriver (at `driver`) on a free port, and a session through it.
-    async fn start(driver: &Path) -> (Child, Self) {
-        let driver_addr = free_addr();
-        let port = driver_addr.rsplit(':').next().unwrap().to_owned();
-        let chromedriver = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        (chromedriver, Self::open(&driver_addr).await)
-    }
-
-    async fn open(driver: &str) -> Self {
-        let http = reqwest::Client::new();
-        let base = format!("http://{driver}");
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1400,1100"]
-            }
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
-            .to_owned();
-        Self {
-            http,
-            base,
-            session,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r: Value = req.send().await.unwrap().json().await.unwrap();
-        r["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
-    }
-
-    async fn script(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, to: &Path) {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap();
-        std::fs::write(to, png).unwrap();
-    }
-
-    async fn close(&self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
-    }
 }
 
 /// The circuit state the page shows on `tile`, if the tile is there.
@@ -241,7 +123,7 @@ async fn the_ratings_tile_shows_the_circuit_open_and_closed_again_in_a_browser()
         })
     };
 
-    let (mut chromedriver, browser) = Browser::start(&driver).await;
+    let (mut chromedriver, browser) = Browser::start(&driver, 1400, 1100).await;
     browser.goto(&page).await;
 
     let tile = "tile-ratings.ListUserRatings";
@@ -360,7 +242,7 @@ async fn a_game_day_report_renders_its_charts_in_a_browser() {
         String::from_utf8_lossy(&ran.stderr)
     );
 
-    let (mut chromedriver, browser) = Browser::start(&driver).await;
+    let (mut chromedriver, browser) = Browser::start(&driver, 1400, 1100).await;
     browser.goto(&format!("file://{}", report.display())).await;
     // Each chart is drawn: a visible SVG with one line per cohort, each
     // with points, and the activity band under them.

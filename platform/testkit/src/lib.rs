@@ -18,7 +18,8 @@
 //! [`ConsulAgent`] is a Consul dev agent of a test's own.
 //!
 //! [`reflection`] asks a running server what its gRPC reflection
-//! describes, as `grpcurl list` would.
+//! describes, as `grpcurl list` would; [`webdriver`] drives headless
+//! Chromium through chromedriver.
 //!
 //! Only tests depend on this crate, and it depends on no service: a
 //! service's own tests may use it without a cycle.
@@ -31,6 +32,7 @@ pub mod net;
 pub mod probe;
 pub mod reflection;
 mod service;
+pub mod webdriver;
 
 pub use consul::ConsulAgent;
 pub use fleet_up::{FleetUp, FleetUpBuilder, all_instances_ready};

@@ -52,6 +52,8 @@ async fn main() {
             ("ADMIN_ADDR", "127.0.0.1:0"),
             ("SERVICE_VERSION", version),
             ("DAL_ADDRS", &dal_grpc.to_string()),
+            // The streams the dashboard reads are closed without a token.
+            ("ADMIN_TOKEN", TOKEN),
         ]);
         let app = fleet_catalog::App::build(fleet_catalog::Config::from_env(&env).unwrap())
             .await
@@ -124,60 +126,13 @@ async fn main() {
     }
     // chromedriver (WebDriver): headless Chromium keeps the page's event
     // stream open, so `chromium --screenshot` alone never finishes loading.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut driver = tokio::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if http.get(format!("{base}/status")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--hide-scrollbars", "--window-size=1400,1000"]}}}});
-    let session: Value = http
-        .post(format!("{base}/session"))
-        .json(&caps)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = session["value"]["sessionId"].as_str().unwrap().to_owned();
-    http.post(format!("{base}/session/{id}/url"))
-        .json(&json!({"url": page}))
-        .send()
-        .await
-        .unwrap();
+    let driver = fleet_testkit::webdriver::chromedriver().expect("chromedriver (scripts/browser)");
+    let (_chromedriver, browser) =
+        fleet_testkit::webdriver::Browser::start(&driver, 1400, 1000).await;
+    browser.goto(&page).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let shot: Value = http
-        .get(format!("{base}/session/{id}/screenshot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    use base64::Engine as _;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["value"].as_str().unwrap())
-        .unwrap();
-    std::fs::write(&out, png).unwrap();
-    let _ = http.delete(format!("{base}/session/{id}")).send().await;
-    let _ = driver.kill().await;
+    browser.screenshot(std::path::Path::new(&out)).await;
+    browser.close().await;
     println!("wrote {out}");
     std::process::exit(0);
 }
