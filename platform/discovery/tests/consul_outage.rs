@@ -42,17 +42,25 @@ async fn a_consul_outage_keeps_the_last_known_instances_and_reports_staleness() 
     while !restart.is_finished() {
         if discovery.metrics().is_stale(service) {
             stale_seen.get_or_insert(started.elapsed());
-            assert_eq!(dep.instances().len(), 1, "the last known list stays");
-            call(&dep, RequestContext::new())
-                .await
-                .expect("served from the stale list");
-            calls_while_stale += 1;
+            let known = dep.instances().len();
+            let served = call(&dep, RequestContext::new()).await;
+            // Consul may answer again between the check above and the
+            // call: the restarted agent has forgotten the instance (it
+            // registers again below), and that answer rightly replaces the
+            // last known list. Only a call that failed while the outage
+            // lasted, on the list it left, breaks the promise.
+            if discovery.metrics().is_stale(service) && dep.instances().len() == 1 {
+                assert_eq!(known, 1, "the last known list stays");
+                served.expect("served from the stale list");
+                calls_while_stale += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = restart.await.unwrap().unwrap();
     assert!(status.success(), "restart consul: {status}");
     let stale_seen = stale_seen.expect("the outage was noticed");
+    assert!(calls_while_stale > 0, "no call was made during the outage");
     let text = metrics.encode();
     assert!(
         text.contains(&format!("fleet_discovery_errors_total{{service=\"test-client\",version=\"1.0.0\",target=\"{service}\"}}")),
